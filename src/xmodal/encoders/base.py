@@ -40,6 +40,10 @@ class Encoder(nn.Module):
         """The trunk's blocks from input to output (used to lock all but the last N)."""
         raise NotImplementedError
 
+    def auxiliary_modules(self) -> list[nn.Module]:
+        """Modules off the feature path (e.g. a classifier head): always frozen by locking."""
+        return []
+
     def output_only_modules(self) -> list[nn.Module]:
         """Modules after the last block (final norms) that unlock together with the last block."""
         return []

@@ -1,0 +1,45 @@
+"""Loading trained models: ``xmodal.load_checkpoint(path)`` → (model, preprocess)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from xmodal.config import config_from_dict
+from xmodal.errors import CheckpointError, ConfigError
+from xmodal.models.clip import CLIP
+from xmodal.models.factory import build_model, image_preprocess
+from xmodal.train.checkpoint import MODEL_FILE, load_model_weights, read_state
+
+
+def load_checkpoint(path: str | Path) -> tuple[CLIP, Any]:
+    """Build the model recorded in a checkpoint folder and load its weights strictly.
+
+    Args:
+        path: a folder with ``model.safetensors`` + ``state.json`` (``<run>/model`` or
+            ``<run>/checkpoints/last``), or the ``model.safetensors`` file inside one.
+
+    Returns:
+        (model in eval mode, preprocess). A pickle, a corrupt file, or weights that do not match
+        the recorded config raise :class:`~xmodal.errors.CheckpointError`.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise CheckpointError(f"checkpoint {p} does not exist")
+    folder = p if p.is_dir() else p.parent
+    weights = p if p.is_file() else p / MODEL_FILE
+    if p.is_file() and p.suffix != ".safetensors":
+        from xmodal.train.checkpoint import read_safetensors
+
+        read_safetensors(p)  # refuses pickles with a clear message, or reports the corrupt file
+    state = read_state(folder)
+    if "config" not in state:
+        raise CheckpointError(f"{folder / 'state.json'} has no 'config' entry")
+    try:
+        cfg = config_from_dict(state["config"])
+    except ConfigError as e:
+        raise CheckpointError(f"{folder / 'state.json'}: {e}") from None
+    model = build_model(cfg.model)
+    load_model_weights(model, weights)
+    model.config = cfg.model  # type: ignore[assignment]
+    return model.eval(), image_preprocess(model, cfg.model.image_size)

@@ -1,0 +1,302 @@
+"""The one trainer: contrastive training of a dual encoder, with exact resume.
+
+Every step is a pure function of (config, seed, step) plus the state in the last checkpoint, so
+interrupting a run and resuming it gives bit-identical weights on the CPU (tested).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from xmodal.config import ExperimentConfig, to_dict
+from xmodal.losses.contrastive import clip_loss
+from xmodal.metrics.retrieval import retrieval_metrics
+from xmodal.models.clip import CLIP
+from xmodal.models.factory import build_model, image_preprocess
+from xmodal.registry import DATASETS
+from xmodal.train.batches import BatchPlan
+from xmodal.train.checkpoint import (
+    read_state,
+    restore_training_checkpoint,
+    save_model_dir,
+    save_training_checkpoint,
+)
+from xmodal.train.features import FeatureCache
+from xmodal.train.logging import MetricsLogger, progress_bar
+from xmodal.train.optim import build_optimizer, build_scheduler
+from xmodal.train.pairs import PairData
+
+
+@dataclass
+class TrainResult:
+    """What a finished run reports (also written to ``<run>/summary.json``)."""
+
+    run_dir: Path
+    steps: int
+    seconds: float
+    best_step: int | None
+    best_val: dict[str, Any] | None
+    skipped: dict[str, Any] = field(default_factory=dict)
+    truncated_captions: int = 0
+    cache: dict[str, int] = field(default_factory=dict)
+
+
+def load_pairs(cfg: ExperimentConfig, split: str, *, variants: bool) -> Any:
+    """The registered dataset ``cfg.data.dataset`` for one split, with its skip limit."""
+    factory = DATASETS.get(cfg.data.dataset)
+    return factory(split=split, variants=variants, max_skip_fraction=cfg.data.max_skip_fraction)
+
+
+def val_score(metrics: dict[str, Any]) -> float:
+    """Model-selection score: mean of R@1 and R@5 over both directions."""
+    return sum(metrics[d][k] for d in ("image_to_text", "text_to_image") for k in ("R@1", "R@5")) / 4
+
+
+def train_augment(cfg: ExperimentConfig, model: CLIP) -> Any:
+    """The training augmentation for this config, or None when disabled."""
+    from xmodal.data.transforms import TrainAugment
+
+    a = cfg.data.augment
+    if not a.enabled:
+        return None
+    enc = model.image_encoder
+    return TrainAugment(
+        size=cfg.model.image_size,
+        mean=enc.image_mean,
+        std=enc.image_std,
+        scale=(a.scale_min, 1.0),
+        grayscale_p=a.grayscale_p,
+        brightness=a.jitter,
+        contrast=a.jitter,
+        saturation=a.jitter,
+    )
+
+
+def frozen(module: torch.nn.Module) -> bool:
+    """True when no parameter of ``module`` is trainable."""
+    return not any(p.requires_grad for p in module.parameters())
+
+
+def pair_data(cfg: ExperimentConfig, model: CLIP, dataset: Any, *, train: bool, progress: bool) -> PairData:
+    """Wrap ``dataset`` for ``model``: cached locked towers when ``train.cache_features``."""
+    m = cfg.model
+    cache = FeatureCache() if cfg.train.cache_features else None
+    preprocess = image_preprocess(model, m.image_size)
+    augment = train_augment(cfg, model) if train else None
+    enc = model.image_encoder
+    image_key = {
+        "encoder": m.image_encoder.name,
+        "args": m.image_encoder.args,
+        "weights": None,
+        "size": m.image_size,
+        "mean": list(enc.image_mean),
+        "std": list(enc.image_std),
+        "augment": to_dict(cfg.data.augment) if augment is not None else None,
+    }
+    text_key = {"encoder": m.text_encoder.name, "args": m.text_encoder.args, "weights": None}
+    from xmodal.train.features import weights_fingerprint
+
+    if cache is not None:
+        image_key["weights"] = (
+            weights_fingerprint(model.image_encoder) if frozen(model.image_encoder) else None
+        )
+        text_key["weights"] = weights_fingerprint(model.text_encoder) if frozen(model.text_encoder) else None
+    return PairData(
+        dataset,
+        model,
+        preprocess=preprocess,
+        augment=augment,
+        cache=cache,
+        cache_image=frozen(model.image_encoder),
+        cache_text=frozen(model.text_encoder),
+        views=cfg.data.augment.views,
+        key_parts={"image": image_key, "text": text_key},
+        progress=(lambda n, desc: progress_bar(n, desc)) if progress else None,
+    )
+
+
+def evaluate_pairs(model: CLIP, data: PairData) -> dict[str, Any]:
+    """Retrieval metrics of ``model`` on prepared pairs (images vs. their group's caption)."""
+    was = model.training
+    model.eval()
+    img = data.image_embeddings()
+    txt = data.text_embeddings()
+    model.train(was)
+    image_ids = torch.tensor(data.item_group)
+    text_ids = torch.arange(len(data.captions))
+    out = retrieval_metrics(img, txt, image_ids, text_ids, ks=(1, 5, 10))
+    out["n"] = len(data.item_group)
+    return out
+
+
+def mutable_state(model: torch.nn.Module) -> dict[str, Tensor]:
+    """Copies of the tensors training can change: trainable parameters and their modules' buffers."""
+    keys = {n for n, p in model.named_parameters() if p.requires_grad}
+    for mname, mod in model.named_modules():
+        if any(p.requires_grad for p in mod.parameters(recurse=False)):
+            keys |= {f"{mname}.{b}" if mname else b for b, _ in mod.named_buffers(recurse=False)}
+    sd = model.state_dict()
+    return {k: sd[k].detach().clone() for k in sorted(keys) if k in sd}
+
+
+@torch.no_grad()
+def load_mutable_state(model: torch.nn.Module, state: dict[str, Tensor]) -> None:
+    """Copy tensors from :func:`mutable_state` back into ``model`` (every key must exist)."""
+    sd = model.state_dict()
+    for k, v in state.items():
+        sd[k].copy_(v)
+
+
+class Trainer:
+    """Trains ``cfg``'s model on ``cfg.data``; writes logs and checkpoints under ``run_dir``.
+
+    Args:
+        cfg: the experiment config.
+        run_dir: output folder (``metrics.jsonl``, ``checkpoints/last``, ``model/``, ``summary.json``).
+        progress: show tqdm bars (default: when stderr is a terminal).
+    """
+
+    def __init__(self, cfg: ExperimentConfig, run_dir: Path, *, progress: bool | None = None) -> None:
+        self.cfg = cfg
+        self.run_dir = Path(run_dir)
+        self.progress = sys.stderr.isatty() if progress is None else progress
+
+    def fit(self, *, resume: bool = False, stop_after: int | None = None) -> TrainResult:
+        """Train for ``train.steps`` steps (or until ``stop_after`` steps have run, to simulate a crash)."""
+        cfg, t0 = self.cfg, time.perf_counter()
+        if cfg.train.threads:
+            torch.set_num_threads(cfg.train.threads)
+        torch.manual_seed(cfg.train.seed)
+        model = build_model(cfg.model)
+        model.train()
+        train_ds = load_pairs(cfg, cfg.data.train_split, variants=cfg.data.variants)
+        val_ds = load_pairs(cfg, cfg.data.val_split, variants=False)
+        train = pair_data(cfg, model, train_ds, train=True, progress=self.progress)
+        val = pair_data(cfg, model, val_ds, train=False, progress=self.progress)
+        plan = BatchPlan(train.groups, batch_size=cfg.data.batch_size, seed=cfg.train.seed, views=train.views)
+        optimizer = build_optimizer(model, cfg)
+        scheduler = build_scheduler(optimizer, cfg)
+        ckpt = self.run_dir / "checkpoints" / "last"
+        start, best_score, best_step, best_val = 0, float("-inf"), None, None
+        best_state: dict[str, Tensor] | None = None
+        if resume and ckpt.exists():
+            state, extra = restore_training_checkpoint(
+                ckpt, model=model, optimizer=optimizer, scheduler=scheduler
+            )
+            start = int(state["step"])
+            best_score = float(state.get("best_score", float("-inf")))
+            best_step, best_val = state.get("best_step"), state.get("best_val")
+            best_state = {k[len("best.") :]: v for k, v in extra.items() if k.startswith("best.")} or None
+        logger = MetricsLogger(self.run_dir, append=resume and start > 0)
+        if start == 0:
+            logger.write_config(to_dict(cfg))
+        total = cfg.train.steps
+        end = total if stop_after is None else min(total, start + stop_after)
+        bar = progress_bar(total, "training", initial=start) if self.progress else None
+        tick = time.perf_counter()
+        for step in range(start, end):
+            batch = plan.batch(step)
+            out = model(**train.batch_inputs(batch, train=True))
+            loss = clip_loss(out["image_features"], out["text_features"], out["logit_scale"])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.optim.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(
+                    [p for p in model.parameters() if p.requires_grad], cfg.optim.grad_clip
+                )
+            optimizer.step()
+            scheduler.step()
+            done = step + 1
+            if done % cfg.train.log_every == 0 or done == total:
+                now = time.perf_counter()
+                rate = cfg.train.log_every * len(batch) / max(now - tick, 1e-9)
+                tick = now
+                logger.log(
+                    {
+                        "step": done,
+                        "loss": loss.item(),
+                        "lr": scheduler.get_last_lr()[0],
+                        "logit_scale": out["logit_scale"].item(),
+                        "pairs_per_s": rate,
+                    }
+                )
+                if bar is not None:
+                    bar.set_postfix(loss=f"{loss.item():.3f}", pairs_s=f"{rate:.0f}")
+            if cfg.train.eval_every > 0 and (done % cfg.train.eval_every == 0 or done == total):
+                metrics = evaluate_pairs(model, val)
+                score = val_score(metrics)
+                logger.log(
+                    {
+                        "step": done,
+                        "val/score": score,
+                        **{
+                            f"val/{d}/{k}": v
+                            for d in ("image_to_text", "text_to_image")
+                            for k, v in metrics[d].items()
+                        },
+                    }
+                )
+                if score > best_score:
+                    best_score, best_step, best_val = score, done, metrics
+                    best_state = mutable_state(model)
+            if bar is not None:
+                bar.update(1)
+            if done % cfg.train.ckpt_every == 0 or done == end:
+                extra = {f"best.{k}": v for k, v in (best_state or {}).items()}
+                save_training_checkpoint(
+                    ckpt,
+                    model=model,
+                    optimizer=optimizer,
+                    scheduler=scheduler,
+                    extra_tensors=extra,
+                    state={
+                        "step": done,
+                        "config": to_dict(cfg),
+                        "data_position": plan.position(done),
+                        "best_score": best_score if best_step else None,
+                        "best_step": best_step,
+                        "best_val": best_val,
+                    },
+                )
+        if bar is not None:
+            bar.close()
+        logger.close()
+        final_step = end
+        if final_step < total:  # interrupted on purpose (tests): no final model
+            return TrainResult(self.run_dir, final_step, time.perf_counter() - t0, best_step, best_val)
+        if cfg.train.select_best and best_state is not None:
+            load_mutable_state(model, best_state)
+        model.eval()
+        result = TrainResult(
+            run_dir=self.run_dir,
+            steps=total,
+            seconds=time.perf_counter() - t0,
+            best_step=best_step,
+            best_val=best_val,
+            skipped={"train": train_ds.skips.summary(), "val": val_ds.skips.summary()},
+            truncated_captions=train.truncated + val.truncated,
+        )
+        save_model_dir(
+            self.run_dir / "model", model, {"config": to_dict(cfg), "step": total, "best_step": best_step}
+        )
+        summary = {k: (str(v) if isinstance(v, Path) else v) for k, v in result.__dict__.items()}
+        (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        self.model = model
+        return result
+
+
+def resume_available(run_dir: Path) -> bool:
+    """Whether ``run_dir`` holds a training checkpoint to resume from."""
+    try:
+        read_state(Path(run_dir) / "checkpoints" / "last")
+        return True
+    except Exception:
+        return False
