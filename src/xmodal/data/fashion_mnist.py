@@ -106,6 +106,7 @@ class FashionMNIST:
     """
 
     classnames = CLASSNAMES
+    templates = PROMPT_TEMPLATES
 
     def __init__(self, root: Path | None = None, *, split: Literal["train", "test"] = "test") -> None:
         if split not in FILES:

@@ -91,6 +91,18 @@ def evaluate_zero_shot(
     """
     classifier = zero_shot_classifier(model, classnames, templates, progress=progress)  # (C, E)
     image_emb = embed_images(model, images, preprocess, batch_size=batch_size, progress=progress)  # (N, E)
+    return classify_embeddings(image_emb, classifier, labels, classnames, logit_scale=logit_scale)
+
+
+def classify_embeddings(
+    image_emb: Tensor,
+    classifier: Tensor,
+    labels: Labels,
+    classnames: Sequence[str],
+    *,
+    logit_scale: float = 100.0,
+) -> dict[str, Any]:
+    """Zero-shot metrics from image embeddings (N, E) and class embeddings (C, E); see evaluate_zero_shot."""
     y = labels if isinstance(labels, Tensor) else torch.as_tensor(np.asarray(labels))  # (N,)
     if len(y) != image_emb.shape[0]:
         raise ValueError(f"{image_emb.shape[0]} images but {len(y)} labels")
