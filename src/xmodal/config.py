@@ -38,6 +38,7 @@ class HeadConfig:
     kind: str = "linear"  # "linear" | "mlp" | "identity"
     hidden_dim: int = 1024
     dropout: float = 0.0
+    input_norm: bool = False  # LayerNorm on the head's input
     lr: float | None = None
 
 
@@ -184,6 +185,23 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     return value
 
 
+def _fill_defaults(f: dataclasses.Field[Any], tp: Any, value: Any) -> Any:
+    """Complete a partial mapping for a nested section from the field's default instance.
+
+    ``model: {image_encoder: {unlocked_blocks: 2}}`` keeps the default encoder's ``name`` instead of
+    failing because ``EncoderConfig.name`` has no class-level default.
+    """
+    if not (dataclasses.is_dataclass(tp) and isinstance(value, dict)):
+        return value
+    if f.default_factory is not dataclasses.MISSING:
+        default = f.default_factory()
+    elif dataclasses.is_dataclass(f.default):
+        default = f.default
+    else:
+        return value
+    return {**{k: v for k, v in to_dict(default).items() if k not in value}, **value}
+
+
 def from_dict(cls: type[T], data: Any, where: str = "") -> T:
     """Build dataclass ``cls`` from a mapping, rejecting unknown keys and wrong types."""
     if data is None:
@@ -191,12 +209,16 @@ def from_dict(cls: type[T], data: Any, where: str = "") -> T:
     if not isinstance(data, dict):
         raise ConfigError(f"{where or 'config'}: expected a mapping, got {type(data).__name__} {data!r}")
     hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    names = set(fields)
     unknown = sorted(set(data) - names)
     if unknown:
         key = f"{where}.{unknown[0]}" if where else unknown[0]
         raise ConfigError(f"unknown config key {key!r} (known here: {', '.join(sorted(names))})")
-    kwargs = {k: _coerce(v, hints[k], f"{where}.{k}" if where else k) for k, v in data.items()}
+    kwargs = {
+        k: _coerce(_fill_defaults(fields[k], hints[k], v), hints[k], f"{where}.{k}" if where else k)
+        for k, v in data.items()
+    }
     try:
         return cls(**kwargs)
     except TypeError as e:  # a required field is missing

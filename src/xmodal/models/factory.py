@@ -38,14 +38,22 @@ def _build_encoder(registry: Registry[Any], cfg: EncoderConfig, where: str) -> E
         enc = factory(**cfg.args)
     except TypeError as e:
         raise ConfigError(f"{where}.args: {e}") from None
-    lock_encoder(enc, cfg.unlocked_blocks)
+    try:
+        lock_encoder(enc, cfg.unlocked_blocks)
+    except ValueError as e:
+        raise ConfigError(f"{where}.unlocked_blocks: {e}") from None
     return enc  # type: ignore[no-any-return]
 
 
 def _head(cfg: HeadConfig, in_dim: int, out_dim: int, where: str) -> Any:
     try:
         return build_head(
-            cfg.kind, in_dim=in_dim, out_dim=out_dim, hidden_dim=cfg.hidden_dim, dropout=cfg.dropout
+            cfg.kind,
+            in_dim=in_dim,
+            out_dim=out_dim,
+            hidden_dim=cfg.hidden_dim,
+            dropout=cfg.dropout,
+            input_norm=cfg.input_norm,
         )
     except ValueError as e:
         raise ConfigError(f"{where}: {e}") from None

@@ -34,9 +34,24 @@ class LinearHead(nn.Module):
 
 
 def build_head(
-    kind: str, *, in_dim: int, out_dim: int, hidden_dim: int = 1024, dropout: float = 0.0
+    kind: str,
+    *,
+    in_dim: int,
+    out_dim: int,
+    hidden_dim: int = 1024,
+    dropout: float = 0.0,
+    input_norm: bool = False,
 ) -> nn.Module:
-    """A head by kind: ``"linear"``, ``"mlp"`` or ``"identity"`` (needs in_dim == out_dim)."""
+    """A head by kind: ``"linear"``, ``"mlp"`` or ``"identity"`` (needs in_dim == out_dim).
+
+    ``input_norm`` puts a LayerNorm on the input: it standardises features whose channels have very
+    different scales (multi-scale pooled CNN features).
+    """
+    if input_norm and kind != "identity":
+        return nn.Sequential(
+            nn.LayerNorm(in_dim),
+            build_head(kind, in_dim=in_dim, out_dim=out_dim, hidden_dim=hidden_dim, dropout=dropout),
+        )
     if kind == "linear":
         return LinearHead(in_dim=in_dim, out_dim=out_dim, dropout=dropout)
     if kind == "mlp":

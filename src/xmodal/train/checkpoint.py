@@ -17,6 +17,8 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -32,10 +34,24 @@ OPTIM_FILE = "optimizer.safetensors"
 STATE_FILE = "state.json"
 
 
+def _looks_like_safetensors(head: bytes, size: int) -> bool:
+    """A safetensors file: u64 little-endian header length N ≤ size - 8, then a JSON header ``{...``."""
+    if len(head) < 9:
+        return False
+    n = int.from_bytes(head[:8], "little")
+    return head[8:9] == b"{" and 0 < n <= size - 8
+
+
 def _refuse_pickle(path: Path) -> None:
-    """Raise CheckpointError if ``path`` looks like a pickle or a torch.save zip archive."""
+    """Raise CheckpointError if ``path`` looks like a pickle or a torch.save zip archive.
+
+    The first byte alone does not decide: a safetensors header length can end in 0x80 (the pickle
+    protocol opcode), so a file that has the safetensors layout is never called a pickle.
+    """
     with open(path, "rb") as f:
-        head = f.read(8)
+        head = f.read(9)
+    if _looks_like_safetensors(head, path.stat().st_size):
+        return
     if head[:1] == b"\x80" or head[:4] == b"PK\x03\x04":
         raise CheckpointError(
             f"{path} is a pickle/torch.save file; xmodal loads only safetensors checkpoints "
@@ -130,23 +146,36 @@ def commit_dir(tmp: Path, final: Path) -> None:
         os.replace(tmp, final)
 
 
+@contextmanager
+def staged_dir(final: Path) -> Iterator[Path]:
+    """Write into a temp folder that replaces ``final`` on success and is removed on any failure."""
+    tmp = atomic_dir(final)
+    try:
+        yield tmp
+        commit_dir(tmp, final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # gone already after a successful commit
+
+
 def write_json_atomic(path: Path, data: Any) -> None:
     """Write JSON through a temp file and ``os.replace``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=2)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=2)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)  # only left when writing failed
 
 
 def save_model_dir(folder: Path, model: nn.Module, state: dict[str, Any]) -> None:
     """Write ``model.safetensors`` + ``state.json`` atomically into ``folder``."""
-    tmp = atomic_dir(folder)
-    save_file(_contiguous(model.state_dict()), str(tmp / MODEL_FILE))
-    (tmp / STATE_FILE).write_text(json.dumps(state, indent=2))
-    commit_dir(tmp, folder)
+    with staged_dir(folder) as tmp:
+        save_file(_contiguous(model.state_dict()), str(tmp / MODEL_FILE))
+        (tmp / STATE_FILE).write_text(json.dumps(state, indent=2))
 
 
 def save_training_checkpoint(
@@ -159,16 +188,15 @@ def save_training_checkpoint(
     extra_tensors: dict[str, torch.Tensor] | None = None,
 ) -> None:
     """Everything needed to resume exactly: weights, optimizer moments, scheduler, RNG, ``state``."""
-    tmp = atomic_dir(folder)
-    save_file(_contiguous(model.state_dict()), str(tmp / MODEL_FILE))
-    opt_tensors, groups = optimizer_to_flat(optimizer)
-    opt_tensors["rng.torch"] = torch.get_rng_state()
-    for k, v in (extra_tensors or {}).items():
-        opt_tensors[f"extra.{k}"] = v
-    save_file(_contiguous(opt_tensors), str(tmp / OPTIM_FILE))
-    full = dict(state, optimizer_param_groups=groups, scheduler=scheduler.state_dict())
-    (tmp / STATE_FILE).write_text(json.dumps(full, indent=2))
-    commit_dir(tmp, folder)
+    with staged_dir(folder) as tmp:
+        save_file(_contiguous(model.state_dict()), str(tmp / MODEL_FILE))
+        opt_tensors, groups = optimizer_to_flat(optimizer)
+        opt_tensors["rng.torch"] = torch.get_rng_state()
+        for k, v in (extra_tensors or {}).items():
+            opt_tensors[f"extra.{k}"] = v
+        save_file(_contiguous(opt_tensors), str(tmp / OPTIM_FILE))
+        full = dict(state, optimizer_param_groups=groups, scheduler=scheduler.state_dict())
+        (tmp / STATE_FILE).write_text(json.dumps(full, indent=2))
 
 
 def read_state(folder: Path) -> dict[str, Any]:

@@ -15,17 +15,32 @@ def progress_bar(total: int, desc: str, *, initial: int = 0) -> Any:
     return tqdm(total=total, desc=desc, initial=initial, file=sys.stderr, dynamic_ncols=True, smoothing=0.1)
 
 
+def _step_of(line: str) -> float:
+    """The ``step`` of a JSONL record (-1 for the config header, +inf for an unreadable line)."""
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError:
+        return float("inf")  # a line cut short by the crash
+    step = record.get("step", -1) if isinstance(record, dict) else float("inf")
+    return float(step) if isinstance(step, int | float) else float("inf")
+
+
 class MetricsLogger:
     """Appends one JSON object per line to ``<run>/metrics.jsonl``; mirrors scalars to TensorBoard.
 
     Args:
         run_dir: the run folder.
         append: keep existing lines (resume) instead of starting a new log.
+        resume_step: with ``append``, drop the records of steps after this one first: a run that
+            crashed after its last checkpoint logged steps that the resumed run repeats.
     """
 
-    def __init__(self, run_dir: Path, *, append: bool = False) -> None:
+    def __init__(self, run_dir: Path, *, append: bool = False, resume_step: int | None = None) -> None:
         run_dir.mkdir(parents=True, exist_ok=True)
         self.path = run_dir / "metrics.jsonl"
+        if append and resume_step is not None and self.path.is_file():
+            kept = [line for line in self.path.read_text().splitlines() if _step_of(line) <= resume_step]
+            self.path.write_text("".join(f"{line}\n" for line in kept))
         self._f = open(self.path, "a" if append else "w")  # noqa: SIM115 (kept open for the run)
         self._tb: Any = None
         try:

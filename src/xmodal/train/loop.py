@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from xmodal.config import ExperimentConfig, to_dict
+from xmodal.errors import ConfigError
 from xmodal.losses.contrastive import clip_loss
 from xmodal.metrics.retrieval import retrieval_metrics
 from xmodal.models.clip import CLIP
@@ -51,6 +52,10 @@ class TrainResult:
 
 def load_pairs(cfg: ExperimentConfig, split: str, *, variants: bool) -> Any:
     """The registered dataset ``cfg.data.dataset`` for one split, with its skip limit."""
+    if cfg.data.dataset not in DATASETS:
+        raise ConfigError(
+            f"data.dataset: unknown dataset {cfg.data.dataset!r} (registered: {', '.join(DATASETS.names())})"
+        )
     factory = DATASETS.get(cfg.data.dataset)
     return factory(split=split, variants=variants, max_skip_fraction=cfg.data.max_skip_fraction)
 
@@ -192,10 +197,11 @@ class Trainer:
                 ckpt, model=model, optimizer=optimizer, scheduler=scheduler
             )
             start = int(state["step"])
-            best_score = float(state.get("best_score", float("-inf")))
+            saved_best = state.get("best_score")  # None until the first validation
+            best_score = float("-inf") if saved_best is None else float(saved_best)
             best_step, best_val = state.get("best_step"), state.get("best_val")
             best_state = {k[len("best.") :]: v for k, v in extra.items() if k.startswith("best.")} or None
-        logger = MetricsLogger(self.run_dir, append=resume and start > 0)
+        logger = MetricsLogger(self.run_dir, append=resume and start > 0, resume_step=start)
         if start == 0:
             logger.write_config(to_dict(cfg))
         total = cfg.train.steps

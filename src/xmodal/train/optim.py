@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from xmodal.config import ExperimentConfig
+from xmodal.errors import ConfigError
 
 
 def _no_decay(name: str, p: nn.Parameter) -> bool:
@@ -61,7 +62,10 @@ def build_optimizer(model: nn.Module, cfg: ExperimentConfig) -> torch.optim.Adam
     """AdamW over :func:`param_groups`."""
     groups = param_groups(model, cfg)
     if not groups:
-        raise ValueError("the model has no trainable parameters (every tower and head is locked)")
+        raise ConfigError(
+            "the model has no trainable parameters (both towers locked with identity heads and "
+            "model.learn_temperature=false): unlock a tower or use linear/mlp heads"
+        )
     o = cfg.optim
     return torch.optim.AdamW(groups, lr=o.lr, betas=o.betas, eps=o.eps)  # type: ignore[arg-type]
 
