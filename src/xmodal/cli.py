@@ -348,7 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="train a recipe, then evaluate it",
         description="Train the model of a YAML recipe, evaluate the final model on the recipe's eval "
         "targets and write OUT/metrics.json (plus metrics.jsonl, checkpoints/last, model/, summary.json).",
-        epilog="example: xmodal train configs/clip-effnet-minilm.yaml --set train.steps=200 --out runs/try",
+        epilog="example: xmodal train configs/clip_emoji.yaml --set train.steps=200 --out runs/try",
         formatter_class=fmt,
     )
     train.add_argument("config", metavar="CONFIG", help="a YAML recipe (see `xmodal list recipes`)")
@@ -369,7 +369,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Load a checkpoint folder (model.safetensors + state.json) and evaluate it on the "
         "recipe's targets, or on the targets given here (any registered dataset, as NAME:SPLIT). The "
         "model is the one recorded in the checkpoint; CONFIG supplies the evaluation settings.",
-        epilog="example: xmodal eval configs/clip-effnet-minilm.yaml "
+        epilog="example: xmodal eval configs/clip_emoji.yaml "
         "--checkpoint runs/clip-effnet-minilm/model --zero-shot fashion-mnist:test",
         formatter_class=fmt,
     )

@@ -115,7 +115,7 @@ class EvalConfig:
 
     retrieval: list[str] = field(default_factory=lambda: ["emoji:test"])
     zero_shot: list[str] = field(default_factory=lambda: ["fashion-mnist:test"])
-    batch_size: int = 256
+    batch_size: int = 64  # images per forward pass (larger batches are slower on 2 CPU cores)
     max_images: int | None = None
 
 

@@ -175,6 +175,7 @@ class EfficientNetLite0(Encoder):
         self._bn1 = _bn(HEAD_CHANNELS)
         self._dropout = nn.Dropout(dropout)
         self._fc = nn.Linear(HEAD_CHANNELS, 1000)
+        self.to(memory_format=torch.channels_last)  # conv weights in NHWC order (values unchanged)
 
     def _stem(self, images: Tensor) -> Tensor:
         return F.relu6(self._bn0(self._conv_stem(images)))  # (B, 32, H/2, W/2)
@@ -188,7 +189,7 @@ class EfficientNetLite0(Encoder):
         images (B, 3, H, W) → 8 maps (B, C_i, h_i, w_i) with C_i = ``stage_channels``
         (16, 24, 40, 80, 112, 192, 320, 1280); at 224 px the sides are 112, 56, 28, 14, 14, 7, 7, 7.
         """
-        x = self._stem(images)
+        x = self._stem(images.contiguous(memory_format=torch.channels_last))  # NHWC: ~1.4x faster on CPU
         outs = []
         for n, block in enumerate(self._blocks):
             x = block(x)

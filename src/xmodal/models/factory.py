@@ -118,13 +118,15 @@ def list_models() -> list[str]:
 # -- presets ------------------------------------------------------------------------------------
 @MODELS.register("clip-effnet-minilm")
 def clip_effnet_minilm() -> ModelConfig:
-    """Pretrained EfficientNet-Lite0 (ImageNet) + pretrained all-MiniLM-L6-v2, both locked; MLP heads."""
+    """EfficientNet-Lite0 (ImageNet, multi-scale pooled) → MLP head into locked all-MiniLM-L6-v2's space."""
     return ModelConfig(
-        image_encoder=EncoderConfig(name="efficientnet_lite0", args={"pretrained": True}),
-        text_encoder=EncoderConfig(name="minilm"),
-        image_head=HeadConfig(kind="mlp", hidden_dim=1024, dropout=0.1),
-        text_head=HeadConfig(kind="mlp", hidden_dim=1024, dropout=0.1),
-        embed_dim=256,
+        image_encoder=EncoderConfig(
+            name="efficientnet_lite0", args={"pretrained": True, "pooled_stages": [4, 5, 7]}
+        ),
+        text_encoder=EncoderConfig(name="minilm", args={"max_length": 64}),
+        image_head=HeadConfig(kind="mlp", hidden_dim=1024, dropout=0.3, input_norm=True),
+        text_head=HeadConfig(kind="identity"),
+        embed_dim=384,
         image_size=128,
     )
 

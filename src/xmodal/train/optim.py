@@ -67,7 +67,8 @@ def build_optimizer(model: nn.Module, cfg: ExperimentConfig) -> torch.optim.Adam
             "model.learn_temperature=false): unlock a tower or use linear/mlp heads"
         )
     o = cfg.optim
-    return torch.optim.AdamW(groups, lr=o.lr, betas=o.betas, eps=o.eps)  # type: ignore[arg-type]
+    # foreach: one kernel per group instead of one per tensor (identical maths, ~3x faster steps)
+    return torch.optim.AdamW(groups, lr=o.lr, betas=o.betas, eps=o.eps, foreach=True)  # type: ignore[arg-type]
 
 
 def warmup_cosine(step: int, *, warmup_steps: int, total_steps: int, min_ratio: float = 0.0) -> float:
