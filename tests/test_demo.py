@@ -29,7 +29,10 @@ def test_tiny_demo_writes_metrics_and_report(tmp_path: Path) -> None:
     assert zs["n"] == 300 and 0.0 <= zs["top1"] <= zs["top5"] <= 1.0 and len(zs["per_class"]) == 10
     assert saved["train"]["steps"] == 6 and saved["train"]["seconds"] > 0
     assert set(saved["seeds"]) == {"0", "1"}
-    assert saved["seed_summary"]["emoji_test/i2t_R@1"]["min"] <= saved["seed_summary"]["emoji_test/i2t_R@1"]["mean"]
+    assert (
+        saved["seed_summary"]["emoji_test/i2t_R@1"]["min"]
+        <= saved["seed_summary"]["emoji_test/i2t_R@1"]["mean"]
+    )
     assert [a["name"] for a in saved["ablations"]] == ["default recipe", "- augmentation"]
     assert result["emoji_test"] == saved["emoji_test"]
     report = (tmp_path / "report.md").read_text()

@@ -35,6 +35,9 @@ class Encoder(nn.Module):
 
     token_dim: int
     pooled_dim: int
+    # image encoders: the normalisation their weights expect, (x - mean) / std on RGB in [0, 1]
+    image_mean: tuple[float, ...] = (0.5, 0.5, 0.5)
+    image_std: tuple[float, ...] = (0.5, 0.5, 0.5)
 
     def blocks(self) -> list[nn.Module]:
         """The trunk's blocks from input to output (used to lock all but the last N)."""

@@ -175,7 +175,7 @@ class EfficientNetLite0(Encoder):
         self._bn1 = _bn(HEAD_CHANNELS)
         self._dropout = nn.Dropout(dropout)
         self._fc = nn.Linear(HEAD_CHANNELS, 1000)
-        self.to(memory_format=torch.channels_last)  # conv weights in NHWC order (values unchanged)
+        self.to(memory_format=torch.channels_last)  # type: ignore[call-overload] # conv weights in NHWC order (values unchanged)
 
     def _stem(self, images: Tensor) -> Tensor:
         return F.relu6(self._bn0(self._conv_stem(images)))  # (B, 32, H/2, W/2)

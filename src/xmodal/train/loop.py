@@ -137,7 +137,7 @@ def evaluate_pairs(model: CLIP, data: PairData) -> dict[str, Any]:
     model.train(was)
     image_ids = torch.tensor(data.item_group)
     text_ids = torch.arange(len(data.captions))
-    out = retrieval_metrics(img, txt, image_ids, text_ids, ks=(1, 5, 10))
+    out: dict[str, Any] = dict(retrieval_metrics(img, txt, image_ids, text_ids, ks=(1, 5, 10)))
     out["n"] = len(data.item_group)
     return out
 

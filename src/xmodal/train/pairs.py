@@ -7,6 +7,7 @@ features of a locked tower (several augmented views per image, computed once) or
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -107,7 +108,7 @@ class PairData:
         self.preprocess = preprocess
         self.augment = augment
         self.captions, self.groups, self.item_group = group_items(dataset.items)
-        tok = model.text_encoder.tokenizer  # type: ignore[union-attr]
+        tok: Any = model.text_encoder.tokenizer
         before = int(getattr(tok, "num_truncated", 0))
         tok(self.captions)
         self.truncated = int(getattr(tok, "num_truncated", 0)) - before  # captions cut at the token limit
@@ -118,10 +119,7 @@ class PairData:
             paths = [it.image_path for it in dataset.items]
             parts = dict(key_parts["image"], data=files_fingerprint(paths), views=self.views, kind="image")
             n = len(paths)
-            bar = progress(n * self.views, "embedding images (locked tower, cached)") if progress else None
-            self.image_cache = cache.get_or_compute(parts, lambda: self._embed_views(n, bar))
-            if bar is not None:
-                bar.close()
+            self.image_cache = cache.get_or_compute(parts, lambda: self._embed_views(n, progress))
         if cache_text and cache is not None:
             parts = dict(key_parts["text"], data=texts_fingerprint(self.captions), kind="text")
             self.text_cache = cache.get_or_compute(parts, lambda: embed_pooled_texts(model, self.captions))
@@ -132,11 +130,14 @@ class PairData:
             return self.preprocess(img)
         return self.augment(img, _generator(7, i, v))  # cache views do not depend on the run's seed
 
-    def _embed_views(self, n: int, bar: Any) -> Tensor:
+    def _embed_views(self, n: int, progress: Callable[[int, str], Any] | None) -> Tensor:
+        bar = progress(n * self.views, "embedding images (locked tower, cached)") if progress else None
         per_view = [
-            embed_pooled_images(self.model, lambda i, v=v: self._view(i, v), n, progress=bar)
+            embed_pooled_images(self.model, functools.partial(self._view, v=v), n, progress=bar)
             for v in range(self.views)
         ]
+        if bar is not None:
+            bar.close()
         return torch.stack(per_view, dim=1)  # (n, V, P)
 
     def batch_inputs(self, batch: list[BatchEntry], *, train: bool) -> dict[str, Any]:
