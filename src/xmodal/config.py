@@ -105,6 +105,7 @@ class TrainConfig:
     eval_every: int = 100
     ckpt_every: int = 100
     cache_features: bool = True
+    micro_batch_size: int | None = None  # GradCache micro-batches (None: the whole batch at once)
     select_best: bool = True  # keep the weights with the best validation score
     threads: int | None = None
 

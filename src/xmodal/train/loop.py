@@ -31,6 +31,7 @@ from xmodal.train.checkpoint import (
     save_training_checkpoint,
 )
 from xmodal.train.features import FeatureCache
+from xmodal.train.gradcache import gradcache_backward
 from xmodal.train.logging import MetricsLogger, progress_bar
 from xmodal.train.optim import build_optimizer, build_scheduler
 from xmodal.train.pairs import PairData
@@ -210,10 +211,17 @@ class Trainer:
         tick = time.perf_counter()
         for step in range(start, end):
             batch = plan.batch(step)
-            out = model(**train.batch_inputs(batch, train=True))
-            loss = clip_loss(out["image_features"], out["text_features"], out["logit_scale"])
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            micro = cfg.train.micro_batch_size
+            if micro is not None and micro < len(batch):  # GradCache: exact full-batch gradients
+                parts = [
+                    train.batch_inputs(batch[i : i + micro], train=True) for i in range(0, len(batch), micro)
+                ]
+                loss = gradcache_backward(model, parts, clip_loss)
+            else:
+                out = model(**train.batch_inputs(batch, train=True))
+                loss = clip_loss(out["image_features"], out["text_features"], out["logit_scale"])
+                loss.backward()
             if cfg.optim.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(
                     [p for p in model.parameters() if p.requires_grad], cfg.optim.grad_clip
@@ -230,7 +238,7 @@ class Trainer:
                         "step": done,
                         "loss": loss.item(),
                         "lr": scheduler.get_last_lr()[0],
-                        "logit_scale": out["logit_scale"].item(),
+                        "logit_scale": model.logit_scale.item(),
                         "pairs_per_s": rate,
                     }
                 )
