@@ -181,8 +181,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.resume and not has_ckpt:
         _note(f"no checkpoint in {out / 'checkpoints' / 'last'}; starting from step 0")
     _note(f"training {args.config} for {cfg.train.steps} steps into {out}")
+    from xmodal.train import distributed
+
     trainer = Trainer(cfg, out, progress=_progress(args))
-    result = trainer.fit(resume=args.resume)
+    try:
+        result = trainer.fit(resume=args.resume)
+        rank = distributed.setup().rank
+    finally:
+        distributed.teardown()  # torchrun: every rank leaves the group; rank 0 evaluates below
+    if rank > 0:
+        return 0
     metrics = evaluate_model(trainer.model, cfg, progress=trainer.progress)
     metrics["train"] = {"seconds": result.seconds, "steps": result.steps, "best_step": result.best_step}
     write_json_atomic(out / "metrics.json", metrics)

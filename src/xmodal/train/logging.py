@@ -69,3 +69,16 @@ class MetricsLogger:
         self._f.close()
         if self._tb is not None:
             self._tb.close()
+
+
+class NullLogger:
+    """The logger of ranks other than 0: accepts records and writes nothing."""
+
+    def write_config(self, config: dict[str, Any]) -> None:
+        """Ignore the config."""
+
+    def log(self, record: dict[str, Any]) -> None:
+        """Ignore the record."""
+
+    def close(self) -> None:
+        """Nothing to close."""

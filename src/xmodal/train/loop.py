@@ -19,10 +19,12 @@ from torch import Tensor
 from xmodal.config import ExperimentConfig, to_dict
 from xmodal.errors import ConfigError
 from xmodal.losses.contrastive import clip_loss
+from xmodal.losses.distributed import gathered_loss
 from xmodal.metrics.retrieval import retrieval_metrics
 from xmodal.models.clip import CLIP
 from xmodal.models.factory import build_model, image_preprocess
 from xmodal.registry import DATASETS
+from xmodal.train import distributed
 from xmodal.train.batches import BatchPlan
 from xmodal.train.checkpoint import (
     read_state,
@@ -32,7 +34,7 @@ from xmodal.train.checkpoint import (
 )
 from xmodal.train.features import FeatureCache
 from xmodal.train.gradcache import gradcache_backward
-from xmodal.train.logging import MetricsLogger, progress_bar
+from xmodal.train.logging import MetricsLogger, NullLogger, progress_bar
 from xmodal.train.optim import build_optimizer, build_scheduler
 from xmodal.train.pairs import PairData
 
@@ -178,16 +180,31 @@ class Trainer:
     def fit(self, *, resume: bool = False, stop_after: int | None = None) -> TrainResult:
         """Train for ``train.steps`` steps (or until ``stop_after`` steps have run, to simulate a crash)."""
         cfg, t0 = self.cfg, time.perf_counter()
+        ctx = distributed.setup()
         if cfg.train.threads:
             torch.set_num_threads(cfg.train.threads)
         torch.manual_seed(cfg.train.seed)
         model = build_model(cfg.model)
         model.train()
+        if ctx.rank > 0:
+            torch.manual_seed(cfg.train.seed + 7919 * ctx.rank)  # own dropout stream per rank
         train_ds = load_pairs(cfg, cfg.data.train_split, variants=cfg.data.variants)
         val_ds = load_pairs(cfg, cfg.data.val_split, variants=False)
-        train = pair_data(cfg, model, train_ds, train=True, progress=self.progress)
-        val = pair_data(cfg, model, val_ds, train=False, progress=self.progress)
+        show = self.progress and ctx.is_main
+        for turn in (0, 1):  # rank 0 fills the feature cache first, the others then read it
+            if (turn == 0) == ctx.is_main:
+                train = pair_data(cfg, model, train_ds, train=True, progress=show)
+                val = pair_data(cfg, model, val_ds, train=False, progress=show)
+            distributed.barrier(ctx)
         plan = BatchPlan(train.groups, batch_size=cfg.data.batch_size, seed=cfg.train.seed, views=train.views)
+        if plan.batch_size % ctx.world:
+            raise ConfigError(f"data.batch_size={plan.batch_size} is not divisible by the {ctx.world} ranks")
+        if ctx.world > 1 and cfg.train.micro_batch_size is not None:
+            raise ConfigError("train.micro_batch_size (GradCache) with several ranks is not supported yet")
+        local = plan.batch_size // ctx.world
+        net: torch.nn.Module = model
+        if ctx.world > 1:
+            net = torch.nn.parallel.DistributedDataParallel(model)
         optimizer = build_optimizer(model, cfg)
         scheduler = build_scheduler(optimizer, cfg)
         ckpt = self.run_dir / "checkpoints" / "last"
@@ -202,15 +219,21 @@ class Trainer:
             best_score = float("-inf") if saved_best is None else float(saved_best)
             best_step, best_val = state.get("best_step"), state.get("best_val")
             best_state = {k[len("best.") :]: v for k, v in extra.items() if k.startswith("best.")} or None
-        logger = MetricsLogger(self.run_dir, append=resume and start > 0, resume_step=start)
+            if f"rng.rank{ctx.rank}" in extra:
+                torch.set_rng_state(extra[f"rng.rank{ctx.rank}"])
+        logger: Any = (
+            MetricsLogger(self.run_dir, append=resume and start > 0, resume_step=start)
+            if ctx.is_main
+            else NullLogger()
+        )
         if start == 0:
             logger.write_config(to_dict(cfg))
         total = cfg.train.steps
         end = total if stop_after is None else min(total, start + stop_after)
-        bar = progress_bar(total, "training", initial=start) if self.progress else None
+        bar = progress_bar(total, "training", initial=start) if show else None
         tick = time.perf_counter()
         for step in range(start, end):
-            batch = plan.batch(step)
+            batch = plan.batch(step)[ctx.rank * local : (ctx.rank + 1) * local]  # this rank's share
             optimizer.zero_grad(set_to_none=True)
             micro = cfg.train.micro_batch_size
             if micro is not None and micro < len(batch):  # GradCache: exact full-batch gradients
@@ -219,8 +242,11 @@ class Trainer:
                 ]
                 loss = gradcache_backward(model, parts, clip_loss)
             else:
-                out = model(**train.batch_inputs(batch, train=True))
-                loss = clip_loss(out["image_features"], out["text_features"], out["logit_scale"])
+                out = net(**train.batch_inputs(batch, train=True))
+                # all ranks' features (gradients flow back to their rank); DDP averages the gradients
+                loss = gathered_loss(
+                    clip_loss, out["image_features"], out["text_features"], out["logit_scale"]
+                )
                 loss.backward()
             if cfg.optim.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(
@@ -231,7 +257,7 @@ class Trainer:
             done = step + 1
             if done % cfg.train.log_every == 0 or done == total:
                 now = time.perf_counter()
-                rate = cfg.train.log_every * len(batch) / max(now - tick, 1e-9)
+                rate = cfg.train.log_every * len(batch) * ctx.world / max(now - tick, 1e-9)
                 tick = now
                 logger.log(
                     {
@@ -265,6 +291,10 @@ class Trainer:
                 bar.update(1)
             if done % cfg.train.ckpt_every == 0 or done == end:
                 extra = {f"best.{k}": v for k, v in (best_state or {}).items()}
+                if ctx.world > 1:
+                    rngs = distributed.gather_objects(ctx, torch.get_rng_state())
+                    extra.update({f"rng.rank{r}": s for r, s in enumerate(rngs)})
+            if ctx.is_main and (done % cfg.train.ckpt_every == 0 or done == end):
                 save_training_checkpoint(
                     ckpt,
                     model=model,
@@ -298,12 +328,17 @@ class Trainer:
             skipped={"train": train_ds.skips.summary(), "val": val_ds.skips.summary()},
             truncated_captions=train.truncated + val.truncated,
         )
+        self.model = model
+        if not ctx.is_main:
+            distributed.barrier(ctx)  # rank 0 is writing the model
+            return result
         save_model_dir(
             self.run_dir / "model", model, {"config": to_dict(cfg), "step": total, "best_step": best_step}
         )
         summary = {k: (str(v) if isinstance(v, Path) else v) for k, v in result.__dict__.items()}
+        summary["world_size"] = ctx.world
         (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-        self.model = model
+        distributed.barrier(ctx)
         return result
 
 
