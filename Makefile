@@ -41,7 +41,9 @@ lint: setup
 	$(BIN)/mypy
 
 bench: setup
-	$(BIN)/python benchmarks/run_all.py
+	$(BIN)/python benchmarks/bench_losses.py
+	$(BIN)/python benchmarks/bench_caption_metrics.py
+	$(BIN)/python benchmarks/gradcache_32k.py
 
 clean:
 	rm -rf $(VENV) runs

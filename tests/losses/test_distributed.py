@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import socket
 from pathlib import Path
 
 import torch
@@ -14,12 +12,6 @@ from torch import nn
 from xmodal.losses import clip_loss
 from xmodal.losses.distributed import gathered_loss, world_size
 from xmodal.losses.siglip import siglip_loss
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class DualTower(nn.Module):
@@ -43,9 +35,9 @@ def _data(n: int) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.randn(n, 12, generator=g), torch.randn(n, 10, generator=g)
 
 
-def _worker(rank: int, world: int, port: int, out: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+def _worker(rank: int, world: int, out: str) -> None:
+    # a rendezvous file, not a TCP port: no race with other processes for a free port
+    dist.init_process_group("gloo", init_method=f"file://{out}/rendezvous", rank=rank, world_size=world)
     torch.set_num_threads(1)
     try:
         model = DualTower()
@@ -59,11 +51,12 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
         grads = {n: p.grad.clone() for n, p in model.named_parameters()}
         torch.save({"loss": loss.detach(), "grads": grads, "world": world_size()}, f"{out}/rank{rank}.pt")
     finally:
+        dist.barrier()  # let every rank finish its collectives before tearing gloo down
         dist.destroy_process_group()
 
 
 def test_two_ranks_match_one_process(tmp_path: Path) -> None:
-    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, str(tmp_path)), nprocs=2, join=True)
     model = DualTower()
     x, y = _data(16)
     zi, zt, scale = model(x, y)

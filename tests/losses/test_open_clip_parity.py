@@ -22,8 +22,9 @@ from xmodal.losses.siglip import siglip_loss
 @pytest.fixture(scope="module")
 def open_clip_loss() -> ModuleType:
     spec = importlib.util.find_spec("open_clip")  # finds the package without running its __init__
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip("open_clip_torch is not installed (pip install --no-deps open_clip_torch==3.3.0)")
+    assert spec is not None and spec.submodule_search_locations, (
+        "open_clip_torch is a test dependency (make test: pip install --no-deps open_clip_torch==3.3.0)"
+    )
     path = Path(next(iter(spec.submodule_search_locations))) / "loss.py"
     file_spec = importlib.util.spec_from_file_location("open_clip_loss", path)
     assert file_spec is not None and file_spec.loader is not None

@@ -61,4 +61,5 @@ def gather_objects(ctx: DistContext, obj: Any) -> list[Any]:
 def teardown() -> None:
     """Destroy the process group if one was initialised."""
     if dist.is_available() and dist.is_initialized():
+        dist.barrier()  # every rank done with its collectives before gloo/NCCL is torn down
         dist.destroy_process_group()
