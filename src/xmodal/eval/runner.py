@@ -20,9 +20,9 @@ from xmodal.eval.zero_shot import classify_embeddings, zero_shot_classifier
 from xmodal.models.clip import CLIP
 from xmodal.models.factory import image_preprocess
 from xmodal.registry import DATASETS
-from xmodal.train.features import FeatureCache, weights_fingerprint
+from xmodal.train.features import FeatureCache
 from xmodal.train.logging import progress_bar
-from xmodal.train.loop import evaluate_pairs, frozen, pair_data
+from xmodal.train.loop import evaluate_pairs, frozen, image_tower_key, pair_data
 from xmodal.train.pairs import embed_pooled_images
 
 
@@ -64,18 +64,12 @@ def zero_shot_image_embeddings(model: CLIP, cfg: ExperimentConfig, dataset: Any,
 
     if cfg.train.cache_features and frozen(model.image_encoder) and hasattr(dataset, "images"):
         data_hash = hashlib.sha256(np.ascontiguousarray(dataset.images[:n]).tobytes()).hexdigest()[:16]
-        enc = model.image_encoder
         parts = {
             "kind": "zero-shot",
             "dataset": type(dataset).__name__,
             "data": data_hash,
             "n": n,
-            "encoder": cfg.model.image_encoder.name,
-            "args": cfg.model.image_encoder.args,
-            "weights": weights_fingerprint(enc),
-            "size": cfg.model.image_size,
-            "mean": list(enc.image_mean),
-            "std": list(enc.image_std),
+            **image_tower_key(cfg, model),
         }
         pooled = FeatureCache().get_or_compute(parts, compute)
     else:

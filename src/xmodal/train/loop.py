@@ -32,7 +32,7 @@ from xmodal.train.checkpoint import (
     save_model_dir,
     save_training_checkpoint,
 )
-from xmodal.train.features import FeatureCache
+from xmodal.train.features import FeatureCache, weights_fingerprint
 from xmodal.train.gradcache import gradcache_backward
 from xmodal.train.logging import MetricsLogger, NullLogger, progress_bar
 from xmodal.train.optim import build_optimizer, build_scheduler
@@ -93,30 +93,43 @@ def frozen(module: torch.nn.Module) -> bool:
     return not any(p.requires_grad for p in module.parameters())
 
 
-def pair_data(cfg: ExperimentConfig, model: CLIP, dataset: Any, *, train: bool, progress: bool) -> PairData:
-    """Wrap ``dataset`` for ``model``: cached locked towers when ``train.cache_features``."""
-    m = cfg.model
-    cache = FeatureCache() if cfg.train.cache_features else None
-    preprocess = image_preprocess(model, m.image_size)
-    augment = train_augment(cfg, model) if train else None
-    enc = model.image_encoder
-    image_key = {
+def image_tower_key(cfg: ExperimentConfig, model: CLIP) -> dict[str, Any]:
+    """What a locked image tower's cached output depends on: encoder, args, weights hash, preprocessing."""
+    m, enc = cfg.model, model.image_encoder
+    return {
         "encoder": m.image_encoder.name,
         "args": m.image_encoder.args,
-        "weights": None,
+        "weights": weights_fingerprint(enc) if frozen(enc) else None,
         "size": m.image_size,
         "mean": list(enc.image_mean),
         "std": list(enc.image_std),
-        "augment": to_dict(cfg.data.augment) if augment is not None else None,
     }
-    text_key = {"encoder": m.text_encoder.name, "args": m.text_encoder.args, "weights": None}
-    from xmodal.train.features import weights_fingerprint
 
+
+def text_tower_key(cfg: ExperimentConfig, model: CLIP) -> dict[str, Any]:
+    """What a locked text tower's cached output depends on: encoder, arguments, weights hash."""
+    enc = model.text_encoder
+    return {
+        "encoder": cfg.model.text_encoder.name,
+        "args": cfg.model.text_encoder.args,
+        "weights": weights_fingerprint(enc) if frozen(enc) else None,
+    }
+
+
+def pair_data(cfg: ExperimentConfig, model: CLIP, dataset: Any, *, train: bool, progress: bool) -> PairData:
+    """Wrap ``dataset`` for ``model``: cached locked towers when ``train.cache_features``."""
+    cache = FeatureCache() if cfg.train.cache_features else None
+    augment = train_augment(cfg, model) if train else None
+    key_parts: dict[str, dict[str, Any]] = {"image": {}, "text": {}}
     if cache is not None:
-        image_key["weights"] = (
-            weights_fingerprint(model.image_encoder) if frozen(model.image_encoder) else None
-        )
-        text_key["weights"] = weights_fingerprint(model.text_encoder) if frozen(model.text_encoder) else None
+        key_parts = {
+            "image": {
+                **image_tower_key(cfg, model),
+                "augment": to_dict(cfg.data.augment) if augment is not None else None,
+            },
+            "text": text_tower_key(cfg, model),
+        }
+    preprocess = image_preprocess(model, cfg.model.image_size)
     return PairData(
         dataset,
         model,
@@ -126,7 +139,7 @@ def pair_data(cfg: ExperimentConfig, model: CLIP, dataset: Any, *, train: bool, 
         cache_image=frozen(model.image_encoder),
         cache_text=frozen(model.text_encoder),
         views=cfg.data.augment.views,
-        key_parts={"image": image_key, "text": text_key},
+        key_parts=key_parts,
         progress=(lambda n, desc: progress_bar(n, desc)) if progress else None,
     )
 

@@ -16,7 +16,7 @@ from torch import Tensor
 
 from xmodal.models.clip import CLIP
 from xmodal.train.batches import BatchEntry, _generator
-from xmodal.train.features import FeatureCache, files_fingerprint, texts_fingerprint, weights_fingerprint
+from xmodal.train.features import FeatureCache, files_fingerprint, texts_fingerprint
 
 
 def group_items(items: list[Any]) -> tuple[list[str], list[list[int]], list[int]]:
@@ -67,12 +67,6 @@ def embed_pooled_texts(model: CLIP, texts: list[str], *, batch_size: int = 256) 
     ]
     model.train(was_training)
     return torch.cat(out)
-
-
-def tower_key(model: CLIP, tower: str, cfg_args: dict[str, Any], name: str) -> dict[str, Any]:
-    """The cache-key part describing a tower: name, arguments and a hash of its weights."""
-    enc = getattr(model, f"{tower}_encoder")
-    return {"encoder": name, "args": cfg_args, "weights": weights_fingerprint(enc)}
 
 
 class PairData:
