@@ -337,3 +337,13 @@ def test_too_many_unusable_images_stop_training(tiny_yaml, tmp_path, monkeypatch
     assert main(argv) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["skipped"]["train"]["total"] == 3
+
+
+def test_unknown_task_is_a_one_line_error(tmp_path, capsys):
+    from xmodal.cli import main
+
+    cfg = tmp_path / "r.yaml"
+    cfg.write_text("task: no_such_task\n")
+    assert main(["train", str(cfg), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "unknown task 'no_such_task'" in err and err.count("\n") == 1

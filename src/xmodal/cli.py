@@ -32,6 +32,57 @@ from xmodal.errors import XmodalError
 LIST_SECTIONS = ("models", "datasets", "encoders", "recipes")
 
 
+@dataclasses.dataclass
+class Parsers:
+    """The sub-command groups that plug-ins in :mod:`xmodal.commands` add to."""
+
+    root: Any  # argparse's _SubParsersAction of ``xmodal``
+    data: Any  # ... of ``xmodal data``
+
+
+def _plugins() -> list[Any]:
+    """The modules of :mod:`xmodal.commands`, in name order."""
+    import importlib
+    import pkgutil
+
+    import xmodal.commands
+
+    names = sorted(m.name for m in pkgutil.iter_modules(xmodal.commands.__path__))
+    return [importlib.import_module(f"xmodal.commands.{n}") for n in names]
+
+
+def _plugin_eval_modes() -> dict[str, Callable[[], argparse.ArgumentParser]]:
+    modes: dict[str, Callable[[], argparse.ArgumentParser]] = {}
+    for mod in _plugins():
+        modes.update(getattr(mod, "EVAL_MODES", {}))
+    return modes
+
+
+def recipe_task(config: str | Path) -> str:
+    """A recipe's top-level ``task:`` (default ``clip``); a bad file is left to the config loader."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(Path(config).read_text())
+    except (OSError, yaml.YAMLError):
+        return "clip"
+    task = data.get("task", "clip") if isinstance(data, dict) else "clip"
+    return str(task)
+
+
+def _task_module(task: str) -> Any:
+    """``xmodal.tasks.<task>``, or a one-line error listing the tasks there are."""
+    import importlib
+    import pkgutil
+
+    import xmodal.tasks
+
+    names = sorted(m.name for m in pkgutil.iter_modules(xmodal.tasks.__path__))
+    if task not in names:
+        raise XmodalError(f"unknown task {task!r}; known tasks: {', '.join(['clip', *names])}")
+    return importlib.import_module(f"xmodal.tasks.{task}")
+
+
 # ----------------------------------------------------------------------------------------- formatting
 
 
@@ -165,6 +216,9 @@ def cmd_data_list(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """``xmodal train CONFIG``: train, evaluate the final model, write ``<out>/metrics.json``."""
+    task = recipe_task(args.config)
+    if task != "clip":
+        return int(_task_module(task).cmd_train(args))
     from xmodal.config import load_config
     from xmodal.eval.runner import evaluate_model, parse_target
     from xmodal.train.checkpoint import write_json_atomic
@@ -205,6 +259,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     """``xmodal eval CONFIG --checkpoint PATH``: evaluate a saved model, print a table, write JSON."""
+    task = recipe_task(args.config)
+    if task != "clip":
+        return int(_task_module(task).cmd_eval(args))
     import torch
 
     from xmodal.config import ModelConfig, load_config, to_dict
@@ -421,6 +478,9 @@ def build_parser() -> argparse.ArgumentParser:
         "section", nargs="?", choices=LIST_SECTIONS, metavar="SECTION", help=", ".join(LIST_SECTIONS)
     )
     lst.set_defaults(func=cmd_list)
+    for mod in _plugins():
+        if hasattr(mod, "register"):
+            mod.register(Parsers(root=sub, data=data_sub))
     return parser
 
 
@@ -505,8 +565,11 @@ def build_eval_mode_parser(mode: str) -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit code (0 ok, 2 user error, 130 interrupted)."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    plugin_modes = _plugin_eval_modes() if len(argv) >= 2 and argv[0] == "eval" else {}
     if len(argv) >= 2 and argv[0] == "eval" and argv[1] in EVAL_MODES:  # `xmodal eval captions|vqa ...`
         parser, argv = build_eval_mode_parser(argv[1]), argv[2:]
+    elif len(argv) >= 2 and argv[0] == "eval" and argv[1] in plugin_modes:  # `xmodal eval MODE ...`
+        parser, argv = plugin_modes[argv[1]](), argv[2:]
     else:
         parser = build_parser()
     try:

@@ -124,6 +124,7 @@ class EvalConfig:
 class ExperimentConfig:
     """The whole recipe: one YAML file in ``configs/``."""
 
+    task: str = "clip"  # other tasks have their own schema and trainer (see xmodal.tasks)
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
