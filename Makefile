@@ -21,6 +21,11 @@ $(STAMP): pyproject.toml Makefile
 	# pycocoevalcap's scorers + Java tokenizer jar (pycocotools unused); open_clip's loss.py, loaded as a
 	# file (its package import would pull torchvision)
 	$(BIN)/python -m pip install -q --no-deps pycocoevalcap==1.2 open_clip_torch==3.3.0
+	# CLIP_benchmark 1.6.2: only clip_benchmark.metrics.zeroshot_retrieval (torch + tqdm) is imported
+	$(BIN)/python -m pip install -q --no-deps clip-benchmark==1.6.2
+	# open_flamingo 2.0.1: only open_flamingo/src/helpers.py (resampler, gated cross-attention; torch +
+	# einops + einops-exts) is loaded, as a file (its package import would pull open_clip and torchvision)
+	$(BIN)/python -m pip install -q --no-deps open-flamingo==2.0.1 einops==0.8.2 einops-exts==0.0.4
 	touch $@
 
 setup: $(STAMP)
@@ -44,6 +49,8 @@ bench: setup
 	$(BIN)/python benchmarks/bench_losses.py
 	$(BIN)/python benchmarks/bench_caption_metrics.py
 	$(BIN)/python benchmarks/gradcache_32k.py
+	$(BIN)/python benchmarks/bench_retrieval.py
+	$(BIN)/python benchmarks/bench_shards.py
 
 clean:
 	rm -rf $(VENV) runs

@@ -481,6 +481,9 @@ def build_parser() -> argparse.ArgumentParser:
     for mod in _plugins():
         if hasattr(mod, "register"):
             mod.register(Parsers(root=sub, data=data_sub))
+    modes = sorted(_plugin_eval_modes())
+    if modes:
+        ev.epilog = (ev.epilog or "") + " More: " + ", ".join(f"`xmodal eval {m} ...`" for m in modes) + "."
     return parser
 
 

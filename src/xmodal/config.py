@@ -70,6 +70,19 @@ class AugmentConfig:
 
 
 @dataclass
+class HardNegativesConfig:
+    """Extra negative captions per image (NegCLIP; see :mod:`xmodal.data.negatives`).
+
+    On when ``generators`` or ``file`` is set. The negatives join the image→text softmax only.
+    """
+
+    generators: list[str] = field(default_factory=list)  # e.g. [swap_attributes, shuffle_words]
+    per_image: int = 1  # K: negatives per caption (fewer when none can be made; padding is masked)
+    file: str | None = None  # JSON {caption or sample key: [negative captions]}, used before the generators
+    weight: float = 1.0  # each negative's weight in the image→text denominator (1: NegCLIP, 0: plain CLIP)
+
+
+@dataclass
 class DataConfig:
     """Which dataset trains the model and how samples are drawn."""
 
@@ -80,6 +93,11 @@ class DataConfig:
     batch_size: int = 256
     max_skip_fraction: float = 0.01
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    hard_negatives: HardNegativesConfig = field(default_factory=HardNegativesConfig)
+    # train from WebDataset shards instead of the dataset's train split (xmodal.train.stream):
+    shards: str | None = None  # a folder (shards.json or *.tar) or "DIR/emoji-{000000..000007}.tar"
+    shuffle_buffer: int = 1000  # samples per reader's shuffle buffer
+    workers: int = 2  # data-loader workers per rank (0: decode in the training process)
 
 
 @dataclass
@@ -106,6 +124,7 @@ class TrainConfig:
     ckpt_every: int = 100
     cache_features: bool = True
     micro_batch_size: int | None = None  # GradCache micro-batches (None: the whole batch at once)
+    fsdp: bool = False  # shard towers' blocks and the model over the ranks (FSDP2) instead of DDP
     select_best: bool = True  # keep the weights with the best validation score
     threads: int | None = None
 
@@ -267,6 +286,13 @@ def load_config(
     path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()
 ) -> ExperimentConfig:
     """Read a YAML recipe (or the defaults when ``path`` is None), apply overrides, validate."""
+    return load_recipe(ExperimentConfig, path, overrides)
+
+
+def load_recipe(
+    cls: type[T], path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()
+) -> T:
+    """Like :func:`load_config` for any recipe dataclass ``cls`` (the other tasks' own schemas)."""
     data: dict[str, Any] = {}
     if path is not None:
         p = Path(path)
@@ -283,7 +309,7 @@ def load_config(
         data = loaded or {}
     for o in overrides:
         apply_override(data, o)
-    return from_dict(ExperimentConfig, data)
+    return from_dict(cls, data)
 
 
 def config_from_dict(data: dict[str, Any]) -> ExperimentConfig:

@@ -61,3 +61,7 @@ IMAGE_ENCODERS: Registry[Callable[..., Any]] = Registry("image encoder")
 TEXT_ENCODERS: Registry[Callable[..., Any]] = Registry("text encoder")
 DATASETS: Registry[Callable[..., Any]] = Registry("dataset")
 LOSSES: Registry[Callable[..., Any]] = Registry("loss")
+# Vision-language generative models (LLaVA, Flamingo, BLIP-2, captioners): each name maps to a factory
+# ``make(workdir: Path) -> xmodal.models.cases.TinyCase`` (a tiny instance, a batch and a rebuild function)
+# that tests/models/test_registry_vl_models.py runs through forward, backward and save/load.
+VL_MODELS: Registry[Callable[..., Any]] = Registry("vision-language model")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from xmodal.data.images import BadImage, check_image, load_image, to_rgb
+from xmodal.data.images import BadImage, check_image, decode_image, load_image, to_rgb
 from xmodal.errors import XmodalError
 
 
@@ -101,3 +101,20 @@ def test_check_image_accepts_good_and_rejects_reasons(tmp_path: Path, make_png) 
 def test_unknown_reason_is_a_bug() -> None:
     with pytest.raises(ValueError, match="unknown BadImage reason"):
         BadImage("corrupt", "x.png")
+
+
+def test_decode_image_bytes_matches_load_image_and_maps_errors(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    Image.fromarray(rng.integers(0, 256, size=(24, 32, 4), dtype=np.uint8)).save(tmp_path / "a.png")
+    data = (tmp_path / "a.png").read_bytes()
+    np.testing.assert_array_equal(
+        np.asarray(decode_image(data, "a.png")), np.asarray(load_image(tmp_path / "a.png"))
+    )
+    for bad, reason in (
+        (data[: len(data) // 2], "truncated"),
+        (b"not an image", "unreadable"),
+        (b"", "empty_file"),
+    ):
+        with pytest.raises(BadImage) as err:
+            decode_image(bad, "shard.tar:000000001.png")
+        assert err.value.reason == reason and "000000001.png" in str(err.value)

@@ -50,3 +50,14 @@ def test_check_everything_skipped() -> None:
     skips.skip("unreadable", "a.png")
     with pytest.raises(DataError, match="all pairs were skipped: unreadable 1"):
         skips.check(n_seen=0, max_fraction=0.5)
+
+
+def test_state_round_trip_and_merge_add_counts() -> None:
+    a = _counter()
+    b = SkipCounter("emoji images", keep=2)
+    b.load_state(a.state())
+    assert b.counts == a.counts and b.examples == a.examples
+    b.merge(a.state())  # another worker's or rank's counts
+    assert b.counts == {"missing": 6, "empty_caption": 2}
+    assert b.examples["missing"] == ["img/0.png", "img/1.png"]  # still at most `keep`
+    assert b.examples["empty_caption"] == ["1F600", "1F600"]

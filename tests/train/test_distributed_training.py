@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
 
 import pytest
 import torch
 import torch.multiprocessing as mp
+from tests.ranks import as_rank, free_port
 
 from xmodal.config import load_config
 from xmodal.errors import ConfigError
@@ -25,21 +25,8 @@ OVERRIDES = [
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _worker(rank: int, world: int, port: int, run_dir: str, out: str) -> None:
-    os.environ.update(
-        MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(port),
-        RANK=str(rank),
-        WORLD_SIZE=str(world),
-        LOCAL_RANK=str(rank),
-    )
-    torch.set_num_threads(1)
+    as_rank(rank, world, port)
     from xmodal.train.loop import Trainer
 
     try:
@@ -52,7 +39,7 @@ def _worker(rank: int, world: int, port: int, run_dir: str, out: str) -> None:
 
 
 def test_two_ranks_end_identical_and_match_one_process(tmp_path: Path) -> None:
-    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path / "ddp"), str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, free_port(), str(tmp_path / "ddp"), str(tmp_path)), nprocs=2, join=True)
     r0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
     r1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
     assert r0["best_step"] == r1["best_step"]
@@ -86,7 +73,7 @@ def test_torchrun_runs_the_cli_unchanged(tmp_path: Path) -> None:
 
     out = tmp_path / "run"
     launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
-    launcher += ["--master_port", str(_free_port())]
+    launcher += ["--master_port", str(free_port())]
     cmd = [*launcher, "-m", "xmodal", "train", str(RECIPE), "--set", "train.steps=4"]
     cmd += ["--set", "eval.max_images=64", "--out", str(out), "--no-progress"]
     proc = subprocess.run(

@@ -7,9 +7,11 @@ file becomes a ``BadImage`` whose ``.reason`` a dataset can count in a ``SkipCou
 
 from __future__ import annotations
 
+import io
 import re
 import warnings
 from pathlib import Path
+from typing import BinaryIO
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -55,11 +57,16 @@ def _open_checked(path: str | Path, *, decode: bool) -> Image.Image:
         raise BadImage("missing", path, "no such file")
     if path.stat().st_size == 0:
         raise BadImage("empty_file", path, "0 bytes")
+    return _open_source(path, path, decode=decode)
+
+
+def _open_source(source: Path | BinaryIO, path: Path, *, decode: bool) -> Image.Image:
+    """Open a file or an in-memory stream (``path`` names it in errors), mapping Pillow's errors."""
     try:
         with warnings.catch_warnings():
             # Pillow only *warns* between MAX_IMAGE_PIXELS and twice that; treat both as errors.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            im = Image.open(path)
+            im = Image.open(source)
             try:
                 if decode:
                     im.load()
@@ -114,3 +121,25 @@ def check_image(path: str | Path) -> None:
         BadImage: as ``load_image``.
     """
     _open_checked(path, decode=False).close()
+
+
+def decode_image(data: bytes, name: str | Path) -> Image.Image:
+    """Decode image bytes (a tar member, a download) exactly as :func:`load_image` reads a file.
+
+    Args:
+        data: the encoded image (PNG, JPEG, WebP ...).
+        name: what to call it in errors (``"shard-000003.tar:000001234.png"``).
+
+    Returns:
+        an RGB ``PIL.Image`` (H, W, 3), EXIF rotation applied, transparency over white.
+
+    Raises:
+        BadImage: with ``.reason`` "empty_file", "truncated", "unreadable" or "decompression_bomb".
+    """
+    if not data:
+        raise BadImage("empty_file", name, "0 bytes")
+    raw = _open_source(io.BytesIO(data), Path(name), decode=True)
+    try:
+        return to_rgb(ImageOps.exif_transpose(raw))
+    finally:
+        raw.close()

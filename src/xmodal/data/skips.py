@@ -50,6 +50,23 @@ class SkipCounter:
             },
         }
 
+    def state(self) -> dict[str, Any]:
+        """Plain-data form (JSON, a checkpoint, another process): ``{"counts": ..., "examples": ...}``."""
+        return {"counts": dict(self.counts), "examples": {k: list(v) for k, v in self.examples.items()}}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Replace the counts with those of :meth:`state` (resuming a stream)."""
+        self.counts = Counter({str(k): int(v) for k, v in state.get("counts", {}).items()})
+        self.examples = {str(k): [str(x) for x in v] for k, v in state.get("examples", {}).items()}
+
+    def merge(self, state: dict[str, Any]) -> None:
+        """Add another counter's :meth:`state` (another data-loader worker or rank) to this one."""
+        for reason, count in state.get("counts", {}).items():
+            self.counts[reason] += int(count)
+        for reason, items in state.get("examples", {}).items():
+            kept = self.examples.setdefault(reason, [])
+            kept.extend(str(x) for x in items[: max(0, self.keep - len(kept))])
+
     def check(self, n_seen: int, max_fraction: float) -> None:
         """Raise ``DataError`` if more than ``max_fraction`` of the ``n_seen`` items were skipped.
 

@@ -111,3 +111,55 @@ class SelfAttention(nn.Module):
             y = attention_reference(q, k, v, attn_mask)
         y = y.transpose(1, 2).reshape(B, N, D)  # (B, N, H*d)
         return self.proj_drop(self.proj(y))
+
+
+class CrossAttention(nn.Module):
+    """Multi-head cross-attention: queries from ``x`` (B, N, D), keys and values from ``memory`` (B, M, Dm).
+
+    Used by decoders that read an encoder's tokens (Vaswani et al. 2017, §3.2.3: "encoder-decoder
+    attention"). ``fused`` picks ``F.scaled_dot_product_attention`` or ``attention_reference``.
+
+    Args:
+        dim: query width D (a multiple of ``num_heads``).
+        num_heads: heads H.
+        memory_dim: width of the memory tokens (default D).
+        dropout: dropout on the attention weights and the output projection (training only).
+        fused: use the fused kernel (True) or the plain reference (False).
+    """
+
+    def __init__(
+        self,
+        *,
+        dim: int,
+        num_heads: int,
+        memory_dim: int | None = None,
+        dropout: float = 0.0,
+        fused: bool = True,
+    ) -> None:
+        super().__init__()
+        if dim % num_heads != 0:
+            raise ValueError(f"dim {dim} is not a multiple of num_heads {num_heads}")
+        self.num_heads = num_heads
+        self.dropout = dropout
+        self.fused = fused
+        self.q = nn.Linear(dim, dim)
+        self.kv = nn.Linear(memory_dim or dim, 2 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor, memory: Tensor, memory_mask: Tensor | None = None) -> Tensor:
+        """x (B, N, D), memory (B, M, Dm), memory_mask (B, M) bool True=valid or None → (B, N, D)."""
+        B, N, D = x.shape  # batch, queries, width
+        M, H = memory.shape[1], self.num_heads
+        q = self.q(x).view(B, N, H, D // H).transpose(1, 2)  # (B, H, N, d)
+        k, v = self.kv(memory).view(B, M, 2, H, D // H).permute(2, 0, 3, 1, 4).unbind(0)  # (B, H, M, d) each
+        attn_mask = None if memory_mask is None else memory_mask.bool()[:, None, None, :]  # (B, 1, 1, M)
+        if self.fused:
+            y = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0
+            )
+        else:
+            if self.training and self.dropout > 0:
+                raise ValueError("the reference attention path has no attention dropout; use fused=True")
+            y = attention_reference(q, k, v, attn_mask)
+        return self.proj_drop(self.proj(y.transpose(1, 2).reshape(B, N, D)))

@@ -60,9 +60,20 @@ def _head(cfg: HeadConfig, in_dim: int, out_dim: int, where: str) -> Any:
 
 
 def build_model(cfg: ModelConfig) -> CLIP:
-    """A :class:`CLIP` from its config: encoders from the registries, locking, heads, temperature."""
+    """A :class:`CLIP` from its config: encoders from the registries, locking, heads, temperature.
+
+    ``model.name: "hf:PATH"`` (or ``hf-clip:`` / ``hf-siglip:``) builds a Hugging Face CLIP/SigLIP folder
+    instead (:mod:`xmodal.models.hf_clip`).
+    """
+    from xmodal.models.hf_clip import build_hf_model, is_hf_name
+
+    if is_hf_name(cfg.name):
+        return build_hf_model(cfg)
     if cfg.name != "clip":
-        raise ConfigError(f"model.name: unknown model architecture {cfg.name!r} (available: clip)")
+        raise ConfigError(
+            f"model.name: unknown model architecture {cfg.name!r} (available: clip, hf:PATH, "
+            "hf-clip:PATH, hf-siglip:PATH)"
+        )
     image = _build_encoder(IMAGE_ENCODERS, cfg.image_encoder, "model.image_encoder")
     text = _build_encoder(TEXT_ENCODERS, cfg.text_encoder, "model.text_encoder")
     return CLIP(
@@ -77,9 +88,15 @@ def build_model(cfg: ModelConfig) -> CLIP:
 
 
 def image_preprocess(model: CLIP, image_size: int) -> Any:
-    """The eval-time preprocessing of a model's image tower (its own mean/std convention)."""
+    """The eval-time preprocessing of a model's image tower (its own mean/std convention).
+
+    A model that carries its own ``preprocess`` (a Hugging Face folder's) returns that one.
+    """
     from xmodal.data.transforms import ImagePreprocess
 
+    own = getattr(model, "preprocess", None)
+    if own is not None:
+        return own
     enc = model.image_encoder
     return ImagePreprocess(size=image_size, mean=enc.image_mean, std=enc.image_std)
 
@@ -89,6 +106,10 @@ def resolve_model_config(name_or_config: str | Path | ModelConfig) -> ModelConfi
     if isinstance(name_or_config, ModelConfig):
         return name_or_config
     s = str(name_or_config)
+    from xmodal.models.hf_clip import hf_model_config, is_hf_name
+
+    if is_hf_name(s):  # "hf:PATH", "hf-clip:PATH", "hf-siglip:PATH": a Hugging Face folder
+        return hf_model_config(s)
     if s.endswith((".yaml", ".yml")) or Path(s).is_file():
         return load_config(s).model
     if s not in MODELS:

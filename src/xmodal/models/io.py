@@ -22,7 +22,16 @@ def load_checkpoint(path: str | Path) -> tuple[CLIP, Any]:
     Returns:
         (model in eval mode, preprocess). A pickle, a corrupt file, or weights that do not match
         the recorded config raise :class:`~xmodal.errors.CheckpointError`.
+
+    A Hugging Face CLIP/SigLIP folder (``config.json``, no ``state.json``), or a name ``hf:PATH``,
+    ``hf-clip:PATH``, ``hf-siglip:PATH``, loads through :func:`~xmodal.models.factory.create_model`.
     """
+    from xmodal.models.factory import create_model
+    from xmodal.models.hf_clip import hf_folder_name
+
+    hf_name = hf_folder_name(path)
+    if hf_name is not None:
+        return create_model(hf_name)
     p = Path(path)
     if not p.exists():
         raise CheckpointError(f"checkpoint {p} does not exist")
@@ -43,3 +52,20 @@ def load_checkpoint(path: str | Path) -> tuple[CLIP, Any]:
     load_model_weights(model, weights)
     model.config = cfg.model  # type: ignore[assignment]
     return model.eval(), image_preprocess(model, cfg.model.image_size)
+
+
+def load_model(spec: str | Path) -> tuple[CLIP, Any]:
+    """A model for evaluation from a preset name, a YAML recipe or a checkpoint folder / .safetensors file.
+
+    A folder or a ``.safetensors`` file is loaded with :func:`load_checkpoint`; anything else goes to
+    :func:`~xmodal.models.factory.create_model` (a preset's untrained heads, or a recipe's model).
+
+    Returns:
+        (model in eval mode, preprocess).
+    """
+    from xmodal.models.factory import create_model
+
+    p = Path(spec)
+    if p.is_dir() or p.suffix == ".safetensors":
+        return load_checkpoint(p)
+    return create_model(spec)

@@ -98,7 +98,17 @@ def load_model_weights(model: nn.Module, path: str | Path) -> None:
 
 
 def _contiguous(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {k: v.detach().contiguous().cpu() for k, v in state.items()}
+    """Contiguous CPU tensors; a tensor sharing storage with an earlier one (tied weights, e.g. GPT-2's
+    ``lm_head.weight`` and ``wte.weight``) is copied, since safetensors refuses shared memory."""
+    out, seen = {}, set()
+    for k, v in state.items():
+        t = v.detach().contiguous().cpu()
+        ptr = t.untyped_storage().data_ptr()
+        if ptr in seen and t.numel():
+            t = t.clone()
+        seen.add(ptr)
+        out[k] = t
+    return out
 
 
 def optimizer_to_flat(

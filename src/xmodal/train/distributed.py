@@ -63,3 +63,31 @@ def teardown() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.barrier()  # every rank done with its collectives before gloo/NCCL is torn down
         dist.destroy_process_group()
+
+
+def broadcast_module(ctx: DistContext, module: torch.nn.Module) -> None:
+    """Copy rank 0's parameters and buffers to every rank (what DDP does when it wraps a model)."""
+    if ctx.world == 1:
+        return
+    with torch.no_grad():
+        for t in [*module.parameters(), *module.buffers()]:
+            dist.broadcast(t.data, src=0)
+
+
+def average_gradients(ctx: DistContext, params: list[torch.nn.Parameter]) -> None:
+    """Average ``params``' gradients over ranks in one flat all-reduce (DDP's averaging, done by hand).
+
+    Used by GradCache on several ranks, whose backward passes run outside DDP: a parameter without a
+    gradient counts as zeros, so every rank reduces the same buffer.
+    """
+    if ctx.world == 1 or not params:
+        return
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat)
+    flat /= ctx.world
+    offset = 0
+    for p in params:
+        n = p.numel()
+        p.grad = flat[offset : offset + n].view_as(p).clone()
+        offset += n

@@ -6,6 +6,7 @@ interrupting a run and resuming it gives bit-identical weights on the CPU (teste
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 import time
@@ -19,7 +20,6 @@ from torch import Tensor
 from xmodal.config import ExperimentConfig, to_dict
 from xmodal.errors import ConfigError
 from xmodal.losses.contrastive import clip_loss
-from xmodal.losses.distributed import gathered_loss
 from xmodal.metrics.retrieval import retrieval_metrics
 from xmodal.models.clip import CLIP
 from xmodal.models.factory import build_model, image_preprocess
@@ -33,8 +33,10 @@ from xmodal.train.checkpoint import (
     save_training_checkpoint,
 )
 from xmodal.train.features import FeatureCache, weights_fingerprint
+from xmodal.train.fsdp import full_training_states, restore_sharded, shard_clip, unsharded_copy
 from xmodal.train.gradcache import gradcache_backward
 from xmodal.train.logging import MetricsLogger, NullLogger, progress_bar
+from xmodal.train.negatives import WithNegatives, contrastive_loss, hard_negatives
 from xmodal.train.optim import build_optimizer, build_scheduler
 from xmodal.train.pairs import PairData
 
@@ -201,32 +203,69 @@ class Trainer:
         model.train()
         if ctx.rank > 0:
             torch.manual_seed(cfg.train.seed + 7919 * ctx.rank)  # own dropout stream per rank
-        train_ds = load_pairs(cfg, cfg.data.train_split, variants=cfg.data.variants)
+        streamed = cfg.data.shards is not None  # train from WebDataset shards (xmodal.train.stream)
+        train_ds = None if streamed else load_pairs(cfg, cfg.data.train_split, variants=cfg.data.variants)
         val_ds = load_pairs(cfg, cfg.data.val_split, variants=False)
         show = self.progress and ctx.is_main
+        train: Any = None
+        negatives = None  # hard negatives (NegCLIP), when data.hard_negatives asks for them
+        if streamed and (cfg.data.hard_negatives.generators or cfg.data.hard_negatives.file):
+            raise ConfigError("data.hard_negatives needs a dataset's train split, not data.shards")
         for turn in (0, 1):  # rank 0 fills the feature cache first, the others then read it
             if (turn == 0) == ctx.is_main:
-                train = pair_data(cfg, model, train_ds, train=True, progress=show)
+                if train_ds is not None:
+                    train = pair_data(cfg, model, train_ds, train=True, progress=show)
+                    negatives = hard_negatives(
+                        cfg.data.hard_negatives,
+                        model,
+                        train,
+                        seed=cfg.train.seed,
+                        cache=FeatureCache() if cfg.train.cache_features else None,
+                        text_key=text_tower_key(cfg, model),
+                    )
                 val = pair_data(cfg, model, val_ds, train=False, progress=show)
             distributed.barrier(ctx)
-        plan = BatchPlan(train.groups, batch_size=cfg.data.batch_size, seed=cfg.train.seed, views=train.views)
-        if plan.batch_size % ctx.world:
-            raise ConfigError(f"data.batch_size={plan.batch_size} is not divisible by the {ctx.world} ranks")
-        if ctx.world > 1 and cfg.train.micro_batch_size is not None:
-            raise ConfigError("train.micro_batch_size (GradCache) with several ranks is not supported yet")
-        local = plan.batch_size // ctx.world
-        net: torch.nn.Module = model
-        if ctx.world > 1:
-            net = torch.nn.parallel.DistributedDataParallel(model)
+        plan = None
+        if train is not None:
+            plan = BatchPlan(
+                train.groups, batch_size=cfg.data.batch_size, seed=cfg.train.seed, views=train.views
+            )
+        batch_size = plan.batch_size if plan is not None else cfg.data.batch_size
+        if batch_size % ctx.world:
+            raise ConfigError(f"data.batch_size={batch_size} is not divisible by the {ctx.world} ranks")
+        local = batch_size // ctx.world
+        micro = cfg.train.micro_batch_size
+        gradcache = micro is not None and micro < local  # GradCache: exact full-batch gradients
+        if streamed:
+            from xmodal.train.stream import shard_batches
+
+            preprocess = image_preprocess(model, cfg.model.image_size)
+            augment = train_augment(cfg, model)
+            train = shard_batches(cfg, model, ctx, local, augment=augment, preprocess=preprocess)
+        fsdp = cfg.train.fsdp and ctx.world > 1  # FSDP2 instead of DDP (xmodal.train.fsdp)
+        if fsdp:
+            shard_clip(model)
+        net: torch.nn.Module = model if negatives is None else WithNegatives(model)
+        if ctx.world > 1 and not (fsdp or gradcache):  # FSDP2 averages in its reduce-scatters
+            net = torch.nn.parallel.DistributedDataParallel(net)
+        elif ctx.world > 1 and not fsdp:  # GradCache: backward passes outside DDP, averaged by hand
+            distributed.broadcast_module(ctx, model)
+        loss_fn = functools.partial(
+            contrastive_loss, negative_weight=cfg.data.hard_negatives.weight, plain_loss=clip_loss
+        )
+
+        def inputs(entries: list[Any]) -> dict[str, Any]:
+            extra = negatives.batch_inputs(entries) if negatives is not None else {}
+            return {**train.batch_inputs(entries, train=True), **extra}
+
         optimizer = build_optimizer(model, cfg)
         scheduler = build_scheduler(optimizer, cfg)
         ckpt = self.run_dir / "checkpoints" / "last"
         start, best_score, best_step, best_val = 0, float("-inf"), None, None
         best_state: dict[str, Tensor] | None = None
         if resume and ckpt.exists():
-            state, extra = restore_training_checkpoint(
-                ckpt, model=model, optimizer=optimizer, scheduler=scheduler
-            )
+            restore = restore_sharded if fsdp else restore_training_checkpoint
+            state, extra = restore(ckpt, model=model, optimizer=optimizer, scheduler=scheduler)
             start = int(state["step"])
             saved_best = state.get("best_score")  # None until the first validation
             best_score = float("-inf") if saved_best is None else float(saved_best)
@@ -234,6 +273,8 @@ class Trainer:
             best_state = {k[len("best.") :]: v for k, v in extra.items() if k.startswith("best.")} or None
             if f"rng.rank{ctx.rank}" in extra:
                 torch.set_rng_state(extra[f"rng.rank{ctx.rank}"])
+            if plan is None:  # streamed: where this rank's data-loader workers were
+                train.load_state(state["data_position"]["ranks"][ctx.rank])
         logger: Any = (
             MetricsLogger(self.run_dir, append=resume and start > 0, resume_step=start)
             if ctx.is_main
@@ -246,20 +287,22 @@ class Trainer:
         bar = progress_bar(total, "training", initial=start) if show else None
         tick = time.perf_counter()
         for step in range(start, end):
-            batch = plan.batch(step)[ctx.rank * local : (ctx.rank + 1) * local]  # this rank's share
-            optimizer.zero_grad(set_to_none=True)
-            micro = cfg.train.micro_batch_size
-            if micro is not None and micro < len(batch):  # GradCache: exact full-batch gradients
-                parts = [
-                    train.batch_inputs(batch[i : i + micro], train=True) for i in range(0, len(batch), micro)
-                ]
-                loss = gradcache_backward(model, parts, clip_loss)
+            if plan is None:  # streamed: this rank's own next samples
+                batch = train.next_samples()
             else:
-                out = net(**train.batch_inputs(batch, train=True))
+                batch = plan.batch(step)[ctx.rank * local : (ctx.rank + 1) * local]  # this rank's share
+            optimizer.zero_grad(set_to_none=True)
+            if gradcache:
+                assert micro is not None
+                parts = [inputs(batch[i : i + micro]) for i in range(0, len(batch), micro)]
+                # the loss all-gathers the embeddings of every rank; local re-embeds then backward
+                loss = gradcache_backward(model, parts, loss_fn, forward=net)
+                if not fsdp:  # FSDP2's reduce-scatters already averaged each micro-batch's gradients
+                    distributed.average_gradients(ctx, [p for p in model.parameters() if p.requires_grad])
+            else:
+                out = net(**inputs(batch))
                 # all ranks' features (gradients flow back to their rank); DDP averages the gradients
-                loss = gathered_loss(
-                    clip_loss, out["image_features"], out["text_features"], out["logit_scale"]
-                )
+                loss = loss_fn(**out)
                 loss.backward()
             if cfg.optim.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(
@@ -303,21 +346,28 @@ class Trainer:
             if bar is not None:
                 bar.update(1)
             if done % cfg.train.ckpt_every == 0 or done == end:
-                extra = {f"best.{k}": v for k, v in (best_state or {}).items()}
+                # FSDP: the best weights stay as local shards (only --resume would need them saved)
+                extra = {f"best.{k}": v for k, v in (best_state or {}).items()} if not fsdp else {}
+                saved = full_training_states(model, optimizer) if fsdp else (model, optimizer)
                 if ctx.world > 1:
                     rngs = distributed.gather_objects(ctx, torch.get_rng_state())
                     extra.update({f"rng.rank{r}": s for r, s in enumerate(rngs)})
+                position = (
+                    plan.position(done)
+                    if plan is not None
+                    else {"ranks": distributed.gather_objects(ctx, train.state())}
+                )
             if ctx.is_main and (done % cfg.train.ckpt_every == 0 or done == end):
                 save_training_checkpoint(
                     ckpt,
-                    model=model,
-                    optimizer=optimizer,
+                    model=saved[0],
+                    optimizer=saved[1],
                     scheduler=scheduler,
                     extra_tensors=extra,
                     state={
                         "step": done,
                         "config": to_dict(cfg),
-                        "data_position": plan.position(done),
+                        "data_position": position,
                         "best_score": best_score if best_step else None,
                         "best_step": best_step,
                         "best_val": best_val,
@@ -338,9 +388,17 @@ class Trainer:
             seconds=time.perf_counter() - t0,
             best_step=best_step,
             best_val=best_val,
-            skipped={"train": train_ds.skips.summary(), "val": val_ds.skips.summary()},
+            skipped={
+                "train": train_ds.skips.summary()
+                if train_ds is not None
+                else train.summary(distributed.gather_objects(ctx, train.state())),
+                "val": val_ds.skips.summary(),
+                **({"hard_negatives": negatives.set.summary()} if negatives is not None else {}),
+            },
             truncated_captions=train.truncated + val.truncated,
         )
+        if fsdp:  # every rank gathers the weights; rank 0 goes on with a plain, full model
+            model = unsharded_copy(model, lambda: build_model(cfg.model).eval())
         self.model = model
         if not ctx.is_main:
             distributed.barrier(ctx)  # rank 0 is writing the model

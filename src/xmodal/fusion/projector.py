@@ -1,0 +1,116 @@
+"""Projectors from vision tokens into a language model's embedding space.
+
+* Linear: LLaVA (Liu et al. 2023, "Visual Instruction Tuning", https://arxiv.org/abs/2304.08485, §4.1):
+  one trainable matrix W maps each visual token to a word-embedding-sized vector.
+* MLP: LLaVA-1.5 (Liu et al. 2023, "Improved Baselines with Visual Instruction Tuning",
+  https://arxiv.org/abs/2310.03744, §3.2) uses a two-layer MLP with GELU (``mlp2x_gelu``), which is
+  ``ProjectorConfig(kind="mlp", depth=2, activation="gelu")`` here: depth and activation are explicit
+  fields, never parsed out of a name.
+
+Shapes: (B, T, D_vision) → (B, T, D_lm); any leading dims work.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import Tensor, nn
+
+from xmodal.errors import ConfigError
+
+ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "gelu": nn.GELU,
+    "relu": nn.ReLU,
+    "silu": nn.SiLU,
+    "tanh": nn.Tanh,
+}
+
+
+@dataclass
+class ProjectorConfig:
+    """A projector's architecture.
+
+    Attributes:
+        kind: "linear" (one layer; ``depth`` must be 1) or "mlp".
+        depth: number of linear layers (LLaVA-1.5: 2).
+        activation: between layers, one of :data:`ACTIVATIONS` (LLaVA-1.5: "gelu").
+        hidden_dim: width of the hidden layers (None: the LM's width, as LLaVA-1.5).
+        input_norm: LayerNorm on the vision tokens first (useful for un-normalised CNN features).
+    """
+
+    kind: str = "mlp"
+    depth: int = 2
+    activation: str = "gelu"
+    hidden_dim: int | None = None
+    input_norm: bool = False
+
+
+def llava_1_5_projector() -> ProjectorConfig:
+    """LLaVA-1.5's projector: two linear layers with a GELU between them."""
+    return ProjectorConfig(kind="mlp", depth=2, activation="gelu")
+
+
+class MlpProjector(nn.Module):
+    """``depth`` linear layers with ``act_layer`` between them (none after the last).
+
+    Args:
+        in_dim: vision token width D_vision.
+        out_dim: LM embedding width D_lm.
+        depth: number of linear layers (>= 1; 1 is the LLaVA linear projector).
+        hidden_dim: width between layers (default ``out_dim``).
+        act_layer: activation class, instantiated without arguments.
+        input_norm: LayerNorm(D_vision) first.
+    """
+
+    def __init__(
+        self,
+        *,
+        in_dim: int,
+        out_dim: int,
+        depth: int = 2,
+        hidden_dim: int | None = None,
+        act_layer: type[nn.Module] = nn.GELU,
+        input_norm: bool = False,
+    ) -> None:
+        super().__init__()
+        if depth < 1:
+            raise ValueError(f"projector depth must be >= 1, got {depth}")
+        hidden = hidden_dim or out_dim
+        dims = [in_dim] + [hidden] * (depth - 1) + [out_dim]
+        layers: list[nn.Module] = [nn.LayerNorm(in_dim)] if input_norm else []
+        for i in range(depth):
+            if i > 0:
+                layers.append(act_layer())
+            layers.append(nn.Linear(dims[i], dims[i + 1]))
+        self.layers = nn.Sequential(*layers)
+        self.in_dim, self.out_dim, self.depth = in_dim, out_dim, depth
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x (..., D_vision) → (..., D_lm)."""
+        return self.layers(x)  # type: ignore[no-any-return]
+
+
+def build_projector(cfg: ProjectorConfig, *, in_dim: int, out_dim: int) -> MlpProjector:
+    """The projector ``cfg`` describes.
+
+    Raises:
+        ConfigError: unknown kind or activation, a linear projector with depth != 1, depth < 1.
+    """
+    if cfg.kind not in ("linear", "mlp"):
+        raise ConfigError(f"projector.kind: expected 'linear' or 'mlp', got {cfg.kind!r}")
+    if cfg.kind == "linear" and cfg.depth != 1:
+        raise ConfigError(f"projector.depth: a linear projector has depth 1, got {cfg.depth}")
+    if cfg.depth < 1:
+        raise ConfigError(f"projector.depth: must be >= 1, got {cfg.depth}")
+    if cfg.activation not in ACTIVATIONS:
+        raise ConfigError(
+            f"projector.activation: unknown {cfg.activation!r} (known: {', '.join(sorted(ACTIVATIONS))})"
+        )
+    return MlpProjector(
+        in_dim=in_dim,
+        out_dim=out_dim,
+        depth=cfg.depth,
+        hidden_dim=cfg.hidden_dim,
+        act_layer=ACTIVATIONS[cfg.activation],
+        input_norm=cfg.input_norm,
+    )

@@ -1,0 +1,1 @@
+"""Text utilities shared by data, training and evaluation: caption perturbations."""

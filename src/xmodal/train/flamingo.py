@@ -1,0 +1,175 @@
+"""The Flamingo recipe's data, training and few-shot evaluation (used by :mod:`xmodal.tasks.flamingo`).
+
+Training sequences interleave ``m`` random emoji of the training split, ``<bos> (<image> caption
+<|endofchunk|>) × m`` (Alayrac et al. 2022, https://arxiv.org/abs/2204.14198, §2.4: the M3W-style
+interleaved format); the loss covers the caption and ``<|endofchunk|>`` tokens. Evaluation captions each
+held-out test emoji after k in-context examples from the training split (:mod:`xmodal.eval.few_shot`:
+random, or RICES on the frozen encoder's mean token), greedy until ``<|endofchunk|>``, scored with
+:func:`xmodal.metrics.caption_scores` beside the nearest-neighbour-caption baseline.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from xmodal.data.vl import CaptionItem
+from xmodal.errors import XmodalError
+from xmodal.eval.few_shot import Method, few_shot_text, gather_media, select_demonstrations
+from xmodal.lm.sequences import IGNORE_INDEX, TruncationCounter, truncate
+from xmodal.models.flamingo import Flamingo
+
+
+@dataclass
+class FlamingoTokens:
+    """The ids sequences are made of: ``bos`` (None: none), ``image``, ``chunk`` end, ``pad``, ``eos``."""
+
+    bos: int | None
+    image: int
+    chunk: int
+    pad: int
+    eos: int | None
+
+    @classmethod
+    def of(cls, tokenizer: Any, ids: dict[str, int]) -> FlamingoTokens:
+        """From a tokenizer and :func:`xmodal.lm.add_multimodal_tokens`'s ids."""
+        from xmodal.lm.loading import CHUNK_TOKEN, IMAGE_TOKEN
+
+        return cls(
+            tokenizer.bos_token_id,
+            ids[IMAGE_TOKEN],
+            ids[CHUNK_TOKEN],
+            tokenizer.pad_token_id,
+            tokenizer.eos_token_id,
+        )
+
+
+@dataclass
+class CaptionSequences:
+    """Tokenised captions (first reference of each item) and interleaved sequences built from them.
+
+    Args:
+        captions: token ids of each caption, in item order.
+        tokens: the special ids.
+        max_len: the context (sequences longer are truncated and counted).
+    """
+
+    captions: list[list[int]]
+    tokens: FlamingoTokens
+    max_len: int
+    truncation: TruncationCounter = field(default_factory=TruncationCounter)
+
+    def sequence(self, demo_captions: Sequence[list[int]], query: list[int] | None) -> list[int]:
+        """``<bos> (<image> caption <|endofchunk|>)*`` then, for a prompt, ``<image>`` + ``query`` ids."""
+        t = self.tokens
+        ids = [] if t.bos is None else [t.bos]
+        for cap in demo_captions:
+            ids += [t.image, *cap, t.chunk]
+        if query is not None:
+            ids += [t.image, *query]
+        n_images = ids.count(t.image)
+        ids = truncate(ids, self.max_len, self.truncation)
+        if ids.count(t.image) != n_images:
+            raise XmodalError(
+                f"a sequence of {n_images} images is longer than the context ({self.max_len} tokens) and "
+                "truncation would drop an <image>: use fewer images per sequence or shots"
+            )
+        return ids
+
+    def training_batch(self, rows: Tensor, table: Tensor) -> dict[str, Tensor]:
+        """rows (B, m) training item indices → padded ids, mask, labels and media (B, m, T, C)."""
+        seqs = [self.sequence([self.captions[int(i)] for i in row], None) for row in rows]
+        ids, mask = pad(seqs, self.tokens.pad, left=False)
+        labels = ids.masked_fill(mask == 0, IGNORE_INDEX).masked_fill(ids == self.tokens.image, IGNORE_INDEX)
+        if self.tokens.bos is not None:
+            labels[:, 0] = IGNORE_INDEX
+        return {"input_ids": ids, "attention_mask": mask, "labels": labels, "media": table[rows]}
+
+
+def pad(seqs: Sequence[list[int]], pad_id: int, *, left: bool) -> tuple[Tensor, Tensor]:
+    """Pad id lists to one length → (ids (B, N), mask (B, N)); ``left`` for generation prompts."""
+    n = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), n), pad_id, dtype=torch.long)
+    mask = torch.zeros(len(seqs), n, dtype=torch.long)
+    for i, s in enumerate(seqs):
+        span = slice(n - len(s), n) if left else slice(0, len(s))
+        ids[i, span] = torch.tensor(s, dtype=torch.long)
+        mask[i, span] = 1
+    return ids, mask
+
+
+def flamingo_loss(model: nn.Module, batch: dict[str, Tensor]) -> Tensor:
+    """The generic trainer's loss: next-token cross-entropy on the labelled tokens."""
+    loss = model(
+        batch["input_ids"],
+        media=batch["media"],
+        attention_mask=batch["attention_mask"],
+        labels=batch["labels"],
+    ).loss
+    assert loss is not None
+    return loss  # type: ignore[no-any-return]
+
+
+@torch.no_grad()
+def few_shot_captions(
+    model: Flamingo,
+    tokenizer: Any,
+    seqs: CaptionSequences,
+    *,
+    train_items: Sequence[CaptionItem],
+    train_table: Tensor,
+    test_items: Sequence[CaptionItem],
+    test_table: Tensor,
+    k: int,
+    method: Method,
+    seed: int = 0,
+    batch_size: int = 64,
+    max_new_tokens: int = 12,
+    log: Callable[[str], None] | None = None,
+) -> tuple[list[str], list[list[int]]]:
+    """Caption each test image after k demonstrations from the training split.
+
+    Returns:
+        (one caption per test item, the demonstrations' training indices per test item).
+    """
+    model.eval()
+    demos = select_demonstrations(
+        [it.image_id for it in test_items],
+        [it.image_id for it in train_items],
+        k,
+        method=method,
+        query_features=test_table.mean(dim=1),
+        pool_features=train_table.mean(dim=1),
+        seed=seed,
+    )
+    t = seqs.tokens
+    stops = [i for i in (t.chunk, t.eos) if i is not None]
+    out: list[str] = []
+    for start in range(0, len(test_items), batch_size):
+        idx = list(range(start, min(start + batch_size, len(test_items))))
+        prompts = [seqs.sequence([seqs.captions[j] for j in demos[q]], []) for q in idx]
+        ids, mask = pad(prompts, t.pad, left=True)
+        media = gather_media(test_table[idx], train_table, [demos[q] for q in idx])  # (b, k+1, T, C)
+        gen = model.generate(
+            ids,
+            media=media,
+            attention_mask=mask,
+            max_new_tokens=max_new_tokens,
+            eos_token_id=stops,
+            pad_token_id=t.pad,
+        )
+        for row in gen.tolist():
+            kept = [i for i in row if i not in stops and i != t.pad]
+            out.append(tokenizer.decode(kept, skip_special_tokens=True).strip())
+        if log is not None:
+            log(f"few-shot k={k} {method}: {len(out)}/{len(test_items)}")
+    return out, demos
+
+
+def example_prompt(train_items: Sequence[CaptionItem], demos: list[int]) -> str:
+    """The text of one prompt (for the report): the demonstrations' captions around ``<image>`` markers."""
+    return few_shot_text([train_items[j].captions[0] for j in demos])

@@ -1,0 +1,239 @@
+"""The LLaVA recipe's data, training stages and evaluation (used by :mod:`xmodal.tasks.llava`).
+
+Data (:mod:`xmodal.data.vl`, training splits only for training): emoji train captions for stage 1;
+templated train questions (+ the caption requests) for stage 2; held-out emoji captions and test
+questions for evaluation. Image tokens of every image come from one cached frozen-encoder table.
+Baselines for the same test items: a nearest-neighbour caption (Devlin et al. 2015,
+https://arxiv.org/abs/1505.04467: the caption of the most similar training image, by cosine similarity
+of the frozen encoder's pooled features) and a question-only answerer (the most frequent training answer
+to the same question text; the language-prior check of Goyal et al. 2017, https://arxiv.org/abs/1612.00837).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections import Counter
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor, nn
+
+from xmodal.data.instruct import ChatSample, collate, encode_samples
+from xmodal.lm.chat import user_turn
+from xmodal.lm.sequences import MaskedCounter, TruncationCounter
+from xmodal.metrics import caption_scores, vqa_accuracy
+from xmodal.models.llava import Llava
+from xmodal.train.generic import EpochSampler, FitResult, GenericTrainer
+
+if TYPE_CHECKING:
+    from xmodal.data.vl import CaptionItem, VQAItem
+    from xmodal.tasks.llava import LlavaEvalSection, LlavaRecipe, StageSection
+
+
+def _spread(items: list[Any], cap: int | None) -> list[Any]:
+    """At most ``cap`` items, evenly spaced (every source of a mixed list stays represented)."""
+    if cap is None or cap >= len(items):
+        return items
+    step = len(items) / cap
+    return [items[int(i * step)] for i in range(cap)]
+
+
+@dataclass
+class LlavaData:
+    """Everything the recipe trains and evaluates on; ``table`` (N_images, T, C) holds the image tokens."""
+
+    caption_prompt: str
+    caption_train: list[CaptionItem]
+    caption_test: list[CaptionItem]
+    vqa_train: list[VQAItem]
+    vqa_test: list[VQAItem]
+    table: Tensor
+    row: dict[str, int]
+    stage2_captions: bool = True
+    truncation: TruncationCounter = field(default_factory=TruncationCounter)
+    masked: MaskedCounter = field(default_factory=MaskedCounter)
+    stage1: list[ChatSample] = field(default_factory=list)
+    stage2: list[ChatSample] = field(default_factory=list)
+
+    @classmethod
+    def build(
+        cls, cfg: LlavaRecipe, tokenizer: Any, *, log: Callable[[str], None] | None = None
+    ) -> LlavaData:
+        """Load the splits and the (cached) image-token table of every image they show."""
+        from xmodal.data.vl import build_vqa, emoji_caption_items
+        from xmodal.train.image_tokens import image_token_table
+
+        d = cfg.data
+        cap_train = _spread(emoji_caption_items("train"), d.max_train_captions)
+        cap_test = _spread(emoji_caption_items("test"), cfg.eval.max_captions)
+        vqa_train = build_vqa("train", fmnist_images=d.fmnist_images, emoji=d.emoji_vqa, seed=d.seed)
+        vqa_test = build_vqa("test", fmnist_images=d.fmnist_images, emoji=d.emoji_vqa, seed=d.seed)
+        train_items = _spread(vqa_train.items, d.max_train_questions)
+        test_items = _spread(vqa_test.items, cfg.eval.max_questions)
+        loaders: dict[str, Callable[[], Any]] = {}
+        for item in [*cap_train, *cap_test]:
+            loaders.setdefault(item.image_id, item.load)
+        for vset, items in ((vqa_train, train_items), (vqa_test, test_items)):
+            for q in items:
+                loaders.setdefault(q.image_id, functools.partial(vset.load_image, q.image_id))
+        ids = list(loaders)
+        table = image_token_table(
+            lambda i: loaders[ids[i]](),
+            len(ids),
+            encoder_name=cfg.model.image_encoder,
+            image_size=cfg.model.image_size,
+            log=log,
+        )
+        return cls(
+            caption_prompt=d.caption_prompt,
+            caption_train=cap_train,
+            caption_test=cap_test,
+            vqa_train=train_items,
+            vqa_test=test_items,
+            table=table,
+            row={k: i for i, k in enumerate(ids)},
+            stage2_captions=d.stage2_captions,
+            masked=MaskedCounter(max_share=d.max_masked_share),
+        )
+
+    def encode(self, tokenizer: Any, image_token_id: int, max_length: int) -> None:
+        """Tokenise stage 1 (captions) and stage 2 (questions + caption requests); check the masked share."""
+        T = self.table.shape[1]
+
+        def enc(pairs: Sequence[tuple[str, str, str]]) -> list[ChatSample]:
+            convs = [[user_turn(q), {"role": "assistant", "content": a}] for _, q, a in pairs]
+            return encode_samples(
+                tokenizer,
+                convs,
+                [[self.row[i]] for i, _, _ in pairs],
+                image_token_id=image_token_id,
+                tokens_per_image=T,
+                max_length=max_length,
+                truncation=self.truncation,
+                masked=self.masked,
+            )
+
+        captions = [(c.image_id, self.caption_prompt, c.captions[0]) for c in self.caption_train]
+        self.stage1 = enc(captions)
+        self.stage2 = enc([(q.image_id, q.question, q.answer) for q in self.vqa_train])
+        if self.stage2_captions:
+            self.stage2 += self.stage1
+        self.masked.check("training samples")
+
+    def batch(self, samples: Sequence[ChatSample], pad_id: int) -> dict[str, Tensor | None]:
+        """Model inputs for ``samples``: padded ids, mask, labels and (B, T, C) image tokens."""
+        ids, mask, labels = collate([s.input_ids for s in samples], pad_id, [s.labels for s in samples])
+        rows = torch.tensor([s.images[0] for s in samples])
+        return {"input_ids": ids, "image_tokens": self.table[rows], "attention_mask": mask, "labels": labels}
+
+    def tokens_of(self, image_ids: Sequence[str]) -> Tensor:
+        """(N, T, C) image tokens of ``image_ids``."""
+        return self.table[torch.tensor([self.row[i] for i in image_ids])]
+
+    # -- baselines --------------------------------------------------------------------------------
+    def baselines(self) -> dict[str, Any]:
+        """Nearest-neighbour captions and question-only answers, scored like the models."""
+        pooled = nn.functional.normalize(self.table.mean(dim=1), dim=-1)  # (N, C)
+        train_rows = torch.tensor([self.row[c.image_id] for c in self.caption_train])
+        sims = pooled[torch.tensor([self.row[c.image_id] for c in self.caption_test])] @ pooled[train_rows].T
+        nearest = sims.argmax(dim=1).tolist()
+        preds: dict[Hashable, str] = {
+            c.image_id: self.caption_train[j].captions[0]
+            for c, j in zip(self.caption_test, nearest, strict=True)
+        }
+        refs: dict[Hashable, Sequence[str]] = {c.image_id: list(c.captions) for c in self.caption_test}
+        by_question: dict[str, Counter[str]] = {}
+        for q in self.vqa_train:
+            by_question.setdefault(q.question, Counter())[q.answer] += 1
+        overall = Counter(q.answer for q in self.vqa_train).most_common(1)[0][0]
+        answers: dict[Hashable, str] = {
+            q.question_id: by_question[q.question].most_common(1)[0][0]
+            if q.question in by_question
+            else overall
+            for q in self.vqa_test
+        }
+        return {
+            "nearest_neighbour_caption": {"captions": caption_scores(refs, preds, meteor=False)},
+            "question_only": {"vqa": vqa_accuracy([q.annotation() for q in self.vqa_test], answers)},
+        }
+
+
+def train_stage(
+    model: Llava,
+    data: LlavaData,
+    samples: list[ChatSample],
+    stage: StageSection,
+    pad_id: int,
+    run_dir: Path,
+    config: dict[str, Any],
+    resume: bool,
+    progress: bool,
+) -> FitResult:
+    """Train ``model`` (its stage already set) on ``samples`` with xmodal's generic loop."""
+    sampler = EpochSampler(len(samples), batch_size=stage.batch_size, seed=stage.train.seed)
+
+    def batch_fn(step: int) -> dict[str, Tensor | None]:
+        return data.batch([samples[i] for i in sampler.indices(step).tolist()], pad_id)
+
+    def loss_fn(m: nn.Module, batch: dict[str, Tensor | None]) -> Tensor:
+        loss = m(**batch).loss
+        assert loss is not None
+        return loss  # type: ignore[no-any-return]
+
+    trainer = GenericTrainer(
+        model,
+        batch_fn=batch_fn,
+        loss_fn=loss_fn,
+        optim=stage.optim,
+        train=stage.train,
+        run_dir=run_dir,
+        config=config,
+        progress=progress,
+    )
+    return trainer.fit(resume=resume)
+
+
+def evaluate(model: Llava, tokenizer: Any, data: LlavaData, cfg: LlavaEvalSection) -> dict[str, Any]:
+    """Caption scores on the held-out emoji and VQA accuracy on the test questions, with examples."""
+    from xmodal.eval.llava import evaluate_captions, evaluate_vqa
+
+    truncation = TruncationCounter()
+    kw = {"batch_size": cfg.batch_size, "max_new_tokens": cfg.max_new_tokens, "truncation": truncation}
+    refs: dict[Hashable, Sequence[str]] = {c.image_id: list(c.captions) for c in data.caption_test}
+    caps, cap_preds = evaluate_captions(
+        model,
+        tokenizer,
+        refs,
+        data.tokens_of([c.image_id for c in data.caption_test]),
+        prompt=data.caption_prompt,
+        **kw,
+    )
+    qs = data.vqa_test
+    acc, answers = evaluate_vqa(
+        model,
+        tokenizer,
+        [q.annotation() for q in qs],
+        [q.question for q in qs],
+        data.tokens_of([q.image_id for q in qs]),
+        **kw,
+    )
+    return {
+        "captions": caps,
+        "vqa": acc,
+        "n_captions": len(refs),
+        "n_questions": len(qs),
+        "prompt_truncation": truncation.as_dict(),
+        "examples": {
+            "captions": [
+                {"image_id": i, "prediction": p, "references": refs[i]}
+                for i, p in list(cap_preds.items())[:8]
+            ],
+            "vqa": [
+                {"question": q.question, "prediction": answers[q.question_id], "answer": q.answer}
+                for q in qs[:: max(1, len(qs) // 8)][:8]
+            ],
+        },
+    }

@@ -1,0 +1,59 @@
+"""Tests for xmodal.fusion.projector: LLaVA's linear and LLaVA-1.5's MLP projectors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from xmodal.errors import ConfigError
+from xmodal.fusion.projector import ProjectorConfig, build_projector, llava_1_5_projector
+
+
+def test_llava_1_5_matches_the_reference_builder():
+    """LLaVA's ``build_vision_projector`` for "mlp2x_gelu": Linear(D_v, D) → GELU → Linear(D, D)."""
+    torch.manual_seed(0)
+    proj = build_projector(llava_1_5_projector(), in_dim=12, out_dim=16)
+    ref = nn.Sequential(nn.Linear(12, 16), nn.GELU(), nn.Linear(16, 16))
+    ref.load_state_dict({k.removeprefix("layers."): v for k, v in proj.state_dict().items()})
+    x = torch.randn(2, 5, 12, requires_grad=True)
+    y = proj(x)
+    assert y.shape == (2, 5, 16)
+    torch.testing.assert_close(y, ref(x), rtol=0, atol=0)
+    assert [type(m) for m in proj.layers] == [nn.Linear, nn.GELU, nn.Linear]
+
+
+def test_linear_projector_is_one_matrix():
+    proj = build_projector(ProjectorConfig(kind="linear", depth=1), in_dim=8, out_dim=4)
+    assert [type(m) for m in proj.layers] == [nn.Linear]
+    x = torch.randn(3, 8)
+    lin = proj.layers[0]
+    torch.testing.assert_close(proj(x), x @ lin.weight.T + lin.bias)
+
+
+def test_depth_activation_hidden_and_norm_are_explicit():
+    cfg = ProjectorConfig(kind="mlp", depth=3, activation="relu", hidden_dim=7, input_norm=True)
+    proj = build_projector(cfg, in_dim=5, out_dim=6)
+    types = [type(m) for m in proj.layers]
+    assert types == [nn.LayerNorm, nn.Linear, nn.ReLU, nn.Linear, nn.ReLU, nn.Linear]
+    assert [m.out_features for m in proj.layers if isinstance(m, nn.Linear)] == [7, 7, 6]
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 5)
+    out = proj(x)
+    out.sum().backward()
+    assert out.shape == (2, 3, 6)
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in proj.parameters())
+
+
+@pytest.mark.parametrize(
+    ("cfg", "match"),
+    [
+        (ProjectorConfig(kind="conv"), "kind"),
+        (ProjectorConfig(kind="linear", depth=2), "linear projector has depth 1"),
+        (ProjectorConfig(kind="mlp", depth=0), "must be >= 1"),
+        (ProjectorConfig(kind="mlp", activation="mlp2x_gelu"), "unknown 'mlp2x_gelu'"),
+    ],
+)
+def test_bad_configs_are_config_errors(cfg, match):
+    with pytest.raises(ConfigError, match=match):
+        build_projector(cfg, in_dim=4, out_dim=4)

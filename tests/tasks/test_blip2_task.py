@@ -1,0 +1,62 @@
+"""The "blip2" recipe end to end through the CLI, shrunk: a tiny random LM folder, a few real emoji."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from xmodal.cli import main
+from xmodal.lm.tiny import save_tiny_lm
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def shrink(lm: str) -> list[str]:
+    sets = [
+        f"model.lm={lm}",
+        "model.qformer.num_queries=2",
+        "model.qformer.dim=32",
+        "model.qformer.depth=2",
+        "model.qformer.num_heads=2",
+        "model.qformer.embed_dim=16",
+        "max_train_images=16",
+        "stage1.batch_size=4",
+        "stage1.train.steps=3",
+        "stage1.train.log_every=1",
+        "stage2.batch_size=4",
+        "stage2.train.steps=3",
+        "stage2.train.log_every=1",
+        "stage1.train.threads=1",
+        "stage2.train.threads=1",
+        "eval.max_images=5",
+        "eval.max_new_tokens=4",
+    ]
+    return [x for s in sets for x in ("--set", s)]
+
+
+def test_train_then_eval_writes_caption_metrics_and_reproduces_them(tmp_path):
+    lm = save_tiny_lm(tmp_path / "lm", "llama", layers=2)
+    out = tmp_path / "run"
+    assert (
+        main(["train", "configs/blip2_emoji.yaml", "--out", str(out), "--no-progress", *shrink(str(lm))]) == 0
+    )
+    metrics = json.loads((out / "metrics.json").read_text())
+    b = metrics["blip2"]
+    assert b["test_images"] == 5 and 0 <= b["model"]["Bleu_4"] <= 1
+    assert set(b["beats_nearest_neighbour"]) == {"Bleu_4", "CIDEr"}
+    assert metrics["train"]["stage1"]["steps"] == 3 and metrics["train"]["stage2"]["steps"] == 3
+    logged = [json.loads(line) for line in (out / "stage1" / "metrics.jsonl").read_text().splitlines()]
+    assert any({"itc", "itm", "itg"} <= set(r) for r in logged)  # the three stage-1 losses are logged
+    assert (
+        main(["eval", "configs/blip2_emoji.yaml", "--checkpoint", str(out / "model"), *shrink(str(lm))]) == 0
+    )
+    again = json.loads((out / "model" / "eval.json").read_text())["blip2"]
+    assert again["model"] == b["model"]
