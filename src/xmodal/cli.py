@@ -497,8 +497,9 @@ def cmd_eval_captions(args: argparse.Namespace) -> int:
     from xmodal.train.checkpoint import write_json_atomic
 
     meteor = False if args.no_meteor else None
+    spice = False if args.no_spice else None
     scores = evaluate_caption_files(
-        args.references, args.predictions, per_image=args.per_image, meteor=meteor
+        args.references, args.predictions, per_image=args.per_image, meteor=meteor, spice=spice
     )
     out = Path(args.out) if args.out else Path(args.predictions).with_suffix(".caption_scores.json")
     write_json_atomic(out, scores)
@@ -527,7 +528,9 @@ def build_eval_mode_parser(mode: str) -> argparse.ArgumentParser:
             prog="xmodal eval captions",
             description="Score predicted captions against references as pycocoevalcap does (its PTB "
             "tokenisation, BLEU-1..4, ROUGE-L, CIDEr-D; no Java needed). METEOR runs too when java is on "
-            "PATH and pycocoevalcap is installed; SPICE is not run. Prints a table and writes JSON.",
+            "PATH and pycocoevalcap is installed; SPICE too where the Stanford CoreNLP 3.6.0 jars are in "
+            "pycocoevalcap/spice/lib (never downloaded; the notes say what is missing). Prints a table and "
+            "writes JSON.",
             epilog="example: xmodal eval captions --references captions_val2014.json "
             "--predictions results.json --out scores.json",
         )
@@ -544,6 +547,11 @@ def build_eval_mode_parser(mode: str) -> argparse.ArgumentParser:
             "--no-meteor",
             action="store_true",
             help="skip METEOR (a Java program that takes seconds to start)",
+        )
+        p.add_argument(
+            "--no-spice",
+            action="store_true",
+            help="skip SPICE (it runs only where the CoreNLP 3.6.0 jars are in pycocoevalcap/spice/lib)",
         )
         p.set_defaults(func=cmd_eval_captions)
         return p

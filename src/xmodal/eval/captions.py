@@ -20,8 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from xmodal.errors import DataError
-from xmodal.metrics.captions import METRICS, SPICE_NOTE, caption_scores
+from xmodal.metrics.captions import METRICS, caption_scores
 from xmodal.metrics.meteor import meteor_availability
+from xmodal.metrics.spice import spice_availability
 
 
 def load_json(path: str | Path, what: str) -> Any:
@@ -91,7 +92,12 @@ def read_coco_predictions(path: str | Path) -> dict[Hashable, str]:
 
 
 def evaluate_caption_files(
-    references: str | Path, predictions: str | Path, *, per_image: bool = False, meteor: bool | None = None
+    references: str | Path,
+    predictions: str | Path,
+    *,
+    per_image: bool = False,
+    meteor: bool | None = None,
+    spice: bool | None = None,
 ) -> dict[str, Any]:
     """:func:`~xmodal.metrics.captions.caption_scores` of two COCO-format files, plus ``"notes"``.
 
@@ -101,7 +107,7 @@ def evaluate_caption_files(
     refs = read_coco_references(references)
     preds = read_coco_predictions(predictions)
     try:
-        scores = caption_scores(refs, preds, per_image=per_image, meteor=meteor)
+        scores = caption_scores(refs, preds, per_image=per_image, meteor=meteor, spice=spice)
     except DataError as e:
         raise DataError(f"{references} vs {predictions}: {e}") from None
     scores["num_images"] = len(refs)
@@ -109,13 +115,17 @@ def evaluate_caption_files(
         meteor_note = meteor_availability()[1]
     else:
         meteor_note = "METEOR not computed: turned off (--no-meteor)"
-    scores["notes"] = [meteor_note, SPICE_NOTE]
+    if "SPICE" in scores or spice is not False:
+        spice_note = spice_availability()[1]
+    else:
+        spice_note = "SPICE not computed: turned off (--no-spice)"
+    scores["notes"] = [meteor_note, spice_note]
     return scores
 
 
 def format_caption_scores(scores: dict[str, Any]) -> str:
     """A two-column table of the corpus scores (4 decimals), then the notes."""
-    names = [m for m in (*METRICS, "METEOR") if m in scores]
+    names = [m for m in (*METRICS, "METEOR", "SPICE") if m in scores]
     width = max(len(m) for m in names)
     lines = [f"{'metric'.ljust(width)}  score", f"{'-' * width}  ------"]
     lines += [f"{m.ljust(width)}  {scores[m]:.4f}" for m in names]

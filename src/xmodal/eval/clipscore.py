@@ -22,7 +22,7 @@ from PIL import Image, UnidentifiedImageError
 from xmodal.errors import DataError
 from xmodal.eval.captions import load_json, read_coco_predictions, read_coco_references
 from xmodal.eval.embed import DualEncoder, Preprocess, embed_images, embed_texts
-from xmodal.metrics.captions import METRICS, SPICE_NOTE, caption_scores
+from xmodal.metrics.captions import METRICS, caption_scores
 from xmodal.metrics.clipscore import W_CLIPSCORE, clip_score, ref_clip_score
 
 PREFIX = "A photo depicts "
@@ -125,7 +125,7 @@ def evaluate_clipscore_files(
     refs = read_coco_references(references)
     preds = read_coco_predictions(predictions)
     try:
-        scores = caption_scores(refs, preds, per_image=per_image, meteor=meteor)
+        scores = caption_scores(refs, preds, per_image=per_image, meteor=meteor, spice=False)
     except DataError as e:
         raise DataError(f"{references} vs {predictions}: {e}") from None
     files = read_image_files(references)
@@ -154,7 +154,7 @@ def evaluate_clipscore_files(
     result["notes"] = [
         "CLIP-S = w·max(cos, 0), RefCLIP-S = H-mean(CLIP-S, max(max_r cos(c, r), 0)) (Hessel et al. "
         "2021); they depend on the embedding model, so read them beside BLEU/CIDEr",
-        SPICE_NOTE,
+        "SPICE not computed: not run with CLIPScore (use `xmodal eval captions`)",
     ]
     if per_image:
         rows = scores["per_image"]

@@ -6,9 +6,9 @@ with vectorised re-implementations of pycocoevalcap's scorers (:mod:`~xmodal.met
 :mod:`~xmodal.metrics.rouge`, :mod:`~xmodal.metrics.cider`) that agree with it to floating-point rounding.
 
 METEOR (Banerjee and Lavie, 2005) is a Java program: it runs, through the jar that pycocoevalcap ships,
-only when ``java`` is on PATH and pycocoevalcap is installed (:mod:`xmodal.metrics.meteor`). SPICE is not
-run: it needs Java plus Stanford CoreNLP 3.6.0 models that pycocoevalcap downloads from Stanford on first
-use, which this setup cannot fetch.
+only when ``java`` is on PATH and pycocoevalcap is installed (:mod:`xmodal.metrics.meteor`). SPICE runs the
+same way where its requirements are met: Java plus the Stanford CoreNLP 3.6.0 jars that pycocoevalcap
+downloads on first use and xmodal never does (:mod:`xmodal.metrics.spice` says what is missing).
 """
 
 from __future__ import annotations
@@ -23,14 +23,10 @@ from xmodal.metrics.meteor import meteor_availability, meteor_score
 from xmodal.metrics.ngrams import CorpusLayout, count_ngrams, encode
 from xmodal.metrics.ptb_tokenizer import tokenize_captions
 from xmodal.metrics.rouge import rouge_from_encoded
+from xmodal.metrics.spice import spice_availability, spice_score
 
 METRICS = ("Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "ROUGE_L", "CIDEr")
 """The metrics :func:`caption_scores` always returns, in pycocoevalcap's names."""
-
-SPICE_NOTE = (
-    "SPICE not computed: it needs Java and the Stanford CoreNLP 3.6.0 models that pycocoevalcap downloads "
-    "from Stanford on first use, which cannot be fetched here"
-)
 
 
 def _id_list(ids: Sequence[Hashable], limit: int = 5) -> str:
@@ -94,6 +90,7 @@ def caption_scores(
     *,
     per_image: bool = False,
     meteor: bool | None = None,
+    spice: bool | None = None,
 ) -> dict[str, Any]:
     """pycocoevalcap's caption metrics for one prediction per image.
 
@@ -103,11 +100,12 @@ def caption_scores(
         per_image: also return ``"per_image": {image_id: {metric: value}}`` (pycocoevalcap's ``imgToEval``).
         meteor: run METEOR through pycocoevalcap's jar: ``None`` when available, ``True`` always (error if
             it cannot run), ``False`` never.
+        spice: the same for SPICE (:mod:`xmodal.metrics.spice`; needs the Stanford CoreNLP 3.6.0 jars).
 
     Returns:
         ``{"Bleu_1": ..., "Bleu_2": ..., "Bleu_3": ..., "Bleu_4": ..., "ROUGE_L": ..., "CIDEr": ...}`` (plus
-        ``"METEOR"`` when it ran, and ``"per_image"`` on request). Values are fractions as pycocoevalcap
-        reports them (CIDEr-D is on its usual 0..10 scale).
+        ``"METEOR"`` and ``"SPICE"`` when they ran, and ``"per_image"`` on request). Values are fractions as
+        pycocoevalcap reports them (CIDEr-D is on its usual 0..10 scale).
 
     Raises:
         DataError: ids that do not match (listed, first few and a count) or captions that are not strings.
@@ -125,6 +123,11 @@ def caption_scores(
         raise DataError(f"METEOR requested but {why}")
     if (meteor is None and available) or meteor is True:
         result["METEOR"], per["METEOR"] = meteor_score(refs, hyps)
+    available, why = spice_availability()
+    if spice is True and not available:
+        raise DataError(f"SPICE requested but {why}")
+    if (spice is None and available) or spice is True:
+        result["SPICE"], per["SPICE"] = spice_score(refs, hyps)
     if per_image:
         names = list(per)
         rows = zip(*(per[m] for m in names), strict=True)
