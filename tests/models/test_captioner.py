@@ -80,3 +80,22 @@ def test_captioner_learns_to_caption_four_images():
     assert [tok.decode(t) for t in greedy.tokens] == captions and all(greedy.finished)
     beam = model.generate(images, max_new_tokens=10, beam_size=3, alpha=0.6)
     assert [tok.decode(t) for t in beam.tokens] == captions
+
+
+def test_image_memory_mlp_projection():
+    from xmodal.models.captioner import ImageMemory
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 4, 12)
+    lin, mlp = (
+        ImageMemory(in_dim=12, dim=8, num_tokens=4),
+        ImageMemory(in_dim=12, dim=8, num_tokens=4, depth=2),
+    )
+    assert isinstance(lin.proj, torch.nn.Linear) and len(mlp.proj) == 3  # Linear, GELU, Linear
+    ref = torch.nn.functional.layer_norm(
+        mlp.proj[2](torch.nn.functional.gelu(mlp.proj[0](x))) + mlp.pos, (8,), mlp.norm.weight, mlp.norm.bias
+    )
+    torch.testing.assert_close(mlp(x), ref)
+    assert lin(x).shape == (2, 4, 8)
+    with pytest.raises(ValueError, match="depth"):
+        ImageMemory(in_dim=12, dim=8, num_tokens=4, depth=0)

@@ -69,6 +69,22 @@ def test_train_then_eval(tmp_path, decoder, real_emoji_root):
     )  # would overwrite
 
 
+def test_decoding_chosen_on_validation_and_per_part_lr(tmp_path, real_emoji_root):
+    out = tmp_path / "run"
+    grid = ["eval.beam_sizes=[1,2]", "eval.alphas=[0.0,1.0]", "model.memory_depth=2"]
+    grid += ["model.memory_lr_scale=3.0", "model.decoder_lr_scale=0.5"]
+    assert run("train", CONFIG, "--out", str(out), *[x for s in grid for x in ("--set", s)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    d = metrics["decoding"]
+    assert d["chosen_on"] == "val CIDEr-D"
+    assert [(t["beam_size"], t["alpha"]) for t in d["tried"]] == [(1, 0.0), (2, 0.0), (2, 1.0)]
+    best = max(t["val_CIDEr"] for t in d["tried"])
+    first = next(t for t in d["tried"] if t["val_CIDEr"] == best)
+    assert (d["beam_size"], d["alpha"]) == (first["beam_size"], first["alpha"])
+    if d["beam_size"] == 1:
+        assert metrics["model"] == metrics["model_greedy"]
+
+
 def test_bad_decoder_and_bad_key_are_one_line_errors(tmp_path, capsys, real_emoji_root):
     assert run("train", CONFIG, "--out", str(tmp_path / "a"), "--set", "model.decoder=gpt9") == 2
     assert "unknown decoder 'gpt9'" in capsys.readouterr().err

@@ -38,6 +38,7 @@ def shrink(lm: str, *extra: str) -> list[str]:
         "eval.max_captions=6",
         "eval.max_questions=8",
         "eval.max_new_tokens=4",
+        "eval.val_captions=4",
         "eval.stage1_baseline=true",
         *extra,
     ]
@@ -65,9 +66,15 @@ def test_train_then_eval_writes_metrics(tiny_lm, tmp_path):
         assert metrics[name]["n_captions"] == 6 and metrics[name]["n_questions"] == 8
         assert 0 <= metrics[name]["captions"]["Bleu_4"] <= 1 and "CIDEr" in metrics[name]["captions"]
         assert 0 <= metrics[name]["vqa"]["overall"] <= 100
+    # caption decoding chosen on 4 val emoji among greedy and 3 beams × 2 length penalties
+    decoding = metrics["llava"]["caption_decoding"]
+    assert decoding["val_images"] == 4 and len(decoding["val_search"]) == 3
+    best = max(decoding["val_search"], key=lambda r: (r["val_CIDEr"], r["val_Bleu_4"]))
+    assert decoding["chosen"] == {k: v for k, v in best.items() if not k.startswith("val_")}
     assert set(metrics["baselines"]) == {"nearest_neighbour_caption", "question_only"}
     assert metrics["stage0"]["skipped"].startswith("given LM folder")
-    assert metrics["train"]["samples"] == {"stage1": 24, "stage2": 48}
+    # stage 2: the 24 questions and the 24 caption requests, repeated data.stage2_caption_repeats = 4 times
+    assert metrics["train"]["samples"] == {"stage1": 24, "stage2": 24 + 4 * 24}
     assert metrics["train"]["truncation"]["seen"] == 48 and metrics["train"]["all_masked"]["all_masked"] == 0
     assert metrics["timing"]["total"]["cpu_seconds"] > 0
     # LoRA stage 2: the base LM weights are the ones stage 1 ended with; adapters and projector moved

@@ -118,3 +118,12 @@ def test_sampler_epochs_are_permutations():
 def test_no_trainable_parameters_is_a_config_error():
     with pytest.raises(ConfigError, match="no trainable"):
         build_adamw(nn.Linear(2, 2).requires_grad_(False), OptimConfig())
+
+
+def test_lr_scale_splits_groups_and_scales_their_lr(tmp_path):
+    _, model = make_trainer(tmp_path, steps=1)
+    opt = build_adamw(model, OptimConfig(lr=1e-3), lambda name: 10.0 if name.startswith("net.0.") else 1.0)
+    got = sorted((g["lr"], g["weight_decay"], len(g["params"])) for g in opt.param_groups)
+    assert got == [(1e-3, 0.0, 1), (1e-3, 0.1, 1), (1e-2, 0.0, 1), (1e-2, 0.1, 1)]
+    plain = build_adamw(model, OptimConfig(lr=1e-3), lambda name: 1.0)
+    assert [(g["lr"], g["weight_decay"]) for g in plain.param_groups] == [(1e-3, 0.1), (1e-3, 0.0)]

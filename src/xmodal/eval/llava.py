@@ -41,8 +41,13 @@ def generate_answers(
     max_new_tokens: int = 12,
     truncation: TruncationCounter | None = None,
     progress: Callable[[int, int], None] | None = None,
+    generate_kwargs: Mapping[str, Any] | None = None,
 ) -> list[str]:
-    """One greedy answer per (question, image); ``image_tokens`` (N, T, C) in question order."""
+    """One answer per (question, image); ``image_tokens`` (N, T, C) in question order.
+
+    Greedy unless ``generate_kwargs`` says otherwise (e.g. ``{"num_beams": 3, "length_penalty": 1.0}``:
+    ``transformers``' beam search).
+    """
     model.eval()
     convs = [[user_turn(q)] for q in questions]
     max_length = model.max_length or 10**9
@@ -65,6 +70,7 @@ def generate_answers(
             max_new_tokens=max_new_tokens,
             eos_token_id=tokenizer.eos_token_id,
             pad_token_id=tokenizer.pad_token_id,
+            **dict(generate_kwargs or {}),
         )
         answers += [decode_answer(tokenizer, row.tolist()) for row in out]
         if progress is not None:

@@ -35,17 +35,26 @@ IGNORE = -100  # label of positions without a loss (padding, prompts)
 
 
 class ImageMemory(nn.Module):
-    """Image tokens → decoder memory: ``LayerNorm(Linear(tokens) + position)``.
+    """Image tokens → decoder memory: ``LayerNorm(proj(tokens) + position)``.
+
+    ``proj`` is one linear layer (``depth`` 1), or LLaVA-1.5's MLP: ``depth`` linear layers with GELU
+    between them (Liu et al. 2023, https://arxiv.org/abs/2310.03744).
 
     Args:
         in_dim: image token width C (1280 for EfficientNet-Lite0).
         dim: decoder width D.
         num_tokens: T, the number of image tokens (16 at 128 px).
+        depth: linear layers of the projection (1: linear).
     """
 
-    def __init__(self, *, in_dim: int, dim: int, num_tokens: int) -> None:
+    def __init__(self, *, in_dim: int, dim: int, num_tokens: int, depth: int = 1) -> None:
         super().__init__()
-        self.proj = nn.Linear(in_dim, dim)
+        if depth < 1:
+            raise ValueError(f"ImageMemory depth must be >= 1, got {depth}")
+        layers: list[nn.Module] = [nn.Linear(in_dim, dim)]
+        for _ in range(depth - 1):
+            layers += [nn.GELU(), nn.Linear(dim, dim)]
+        self.proj: nn.Module = layers[0] if depth == 1 else nn.Sequential(*layers)
         self.pos = nn.Parameter(torch.zeros(num_tokens, dim))
         nn.init.normal_(self.pos, std=0.02)
         self.norm = nn.LayerNorm(dim)
@@ -191,13 +200,23 @@ class Captioner(nn.Module):
         num_image_tokens: T.
         bos: the start tokens every sequence begins with (Whisper: ``<|startoftranscript|><|notimestamps|>``).
         eos: the end token.
+        memory_depth: linear layers of the image projection (:class:`ImageMemory`).
     """
 
     def __init__(
-        self, *, decoder: Any, image_dim: int, num_image_tokens: int, bos: list[int], eos: int
+        self,
+        *,
+        decoder: Any,
+        image_dim: int,
+        num_image_tokens: int,
+        bos: list[int],
+        eos: int,
+        memory_depth: int = 1,
     ) -> None:
         super().__init__()
-        self.memory = ImageMemory(in_dim=image_dim, dim=int(decoder.dim), num_tokens=num_image_tokens)
+        self.memory = ImageMemory(
+            in_dim=image_dim, dim=int(decoder.dim), num_tokens=num_image_tokens, depth=memory_depth
+        )
         self.decoder: Any = decoder
         self.bos = list(bos)
         self.eos = eos

@@ -49,6 +49,7 @@ class Blip2ModelSection:
     stage0: Stage0Config = field(default_factory=Stage0Config)
     image_encoder: str = "efficientnet_lite0"
     image_size: int = 128
+    image_stages: list[int] | None = None  # multi-scale tokens, e.g. [4, 5, 7]; None: the last map only
     qformer: QFormerSection = field(default_factory=QFormerSection)
 
 
@@ -125,7 +126,9 @@ def _pad(seqs: list[list[int]], pad_id: int) -> tuple[Tensor, Tensor]:
     return pad(seqs, pad_id, left=False)
 
 
-def _split(split: str, cfg: Blip2Recipe, limit: int | None) -> tuple[list[Any], Tensor]:
+def _split(
+    split: str, cfg: Blip2Recipe, limit: int | None, *, stages: bool = True
+) -> tuple[list[Any], Tensor]:
     from xmodal.data.vl import emoji_caption_items
     from xmodal.train.image_tokens import image_token_table
 
@@ -136,6 +139,7 @@ def _split(split: str, cfg: Blip2Recipe, limit: int | None) -> tuple[list[Any], 
         len(items),
         encoder_name=cfg.model.image_encoder,
         image_size=cfg.model.image_size,
+        stages=cfg.model.image_stages if stages else None,
     )
     return items, table
 
@@ -144,8 +148,9 @@ def _split(split: str, cfg: Blip2Recipe, limit: int | None) -> tuple[list[Any], 
 def evaluate(model: Any, tok: Any, cfg: Blip2Recipe) -> dict[str, Any]:
     """Greedy captions of the test emoji beside the nearest-neighbour baseline."""
     from xmodal.tasks.caption import nearest_neighbour_captions, score
+    from xmodal.tasks.flamingo import _baseline_tables
 
-    train_items, train_table = _split("train", cfg, cfg.max_train_images)
+    train_items, _ = _split("train", cfg, cfg.max_train_images)
     test_items, test_table = _split("test", cfg, cfg.eval.max_images)
     model.eval()
     preds: list[str] = []
@@ -165,7 +170,7 @@ def evaluate(model: Any, tok: Any, cfg: Blip2Recipe) -> dict[str, Any]:
             for row in gen.tolist()
         ]
     scores = score(test_items, preds)
-    baseline = score(test_items, nearest_neighbour_captions(train_table, list(train_items), test_table))
+    baseline = score(test_items, nearest_neighbour_captions(*_baseline_tables(cfg, train_items, test_items)))
     return {
         "test_images": len(test_items),
         "model": scores,

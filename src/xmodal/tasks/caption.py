@@ -52,6 +52,9 @@ class CaptionModelConfig:
     dropout: float = 0.1
     freeze_embeddings: bool = True  # Whisper: keep the 51,864 × 384 (tied) token embedding frozen
     label_smoothing: float = 0.1
+    memory_depth: int = 1  # image projection: 1 linear, 2 LLaVA-1.5's Linear-GELU-Linear
+    memory_lr_scale: float = 1.0  # the image projection's lr = optim.lr × this
+    decoder_lr_scale: float = 1.0  # the decoder's lr = optim.lr × this
 
 
 @dataclass
@@ -67,11 +70,17 @@ class CaptionDataConfig:
 
 @dataclass
 class CaptionEvalConfig:
-    """Decoding of the reported captions (validation uses greedy decoding)."""
+    """Decoding of the reported captions (validation during training uses greedy decoding).
+
+    With ``beam_sizes`` set, the beam size and GNMT length-penalty ``alpha`` (from ``alphas``; beam 1 is
+    greedy) are chosen by CIDEr-D on the validation split, never on test; else ``beam_size``/``alpha``.
+    """
 
     beam_size: int = 3
     alpha: float = 0.6
     max_new_tokens: int = 20
+    beam_sizes: list[int] = field(default_factory=list)
+    alphas: list[float] = field(default_factory=list)
 
 
 @dataclass
@@ -114,8 +123,37 @@ def build_captioner(
     if cfg.decoder.startswith("whisper") and cfg.freeze_embeddings:
         decoder.decoder.embed_tokens.weight.requires_grad_(False)
     return Captioner(
-        decoder=decoder, image_dim=image_dim, num_image_tokens=num_image_tokens, bos=tok.bos, eos=tok.eos
+        decoder=decoder,
+        image_dim=image_dim,
+        num_image_tokens=num_image_tokens,
+        bos=tok.bos,
+        eos=tok.eos,
+        memory_depth=cfg.memory_depth,
     )
+
+
+def lr_scale(cfg: CaptionModelConfig) -> Any:
+    """The per-parameter learning-rate multiplier: image projection vs decoder."""
+    return lambda name: cfg.memory_lr_scale if name.startswith("memory.") else cfg.decoder_lr_scale
+
+
+def choose_decoding(
+    model: Captioner, tok: BPETokenizer, cfg: CaptionRecipe, *, progress: bool
+) -> tuple[int, float, list[dict[str, Any]]]:
+    """(beam size, alpha) with the best validation CIDEr-D over ``eval.beam_sizes`` × ``eval.alphas``
+    (ties: the first), and every tried setting's validation scores."""
+    e = cfg.eval
+    if not e.beam_sizes:
+        return e.beam_size, e.alpha, []
+    val_items, val_tokens = split_tokens("val", cfg, limit=cfg.data.max_eval_images, progress=progress)
+    grid = [(b, a) for b in e.beam_sizes for a in ((0.0,) if b == 1 else (e.alphas or [e.alpha]))]
+    tried: list[dict[str, Any]] = []
+    for b, a in grid:
+        preds = predict(model, tok, val_tokens, beam_size=b, alpha=a, max_new_tokens=e.max_new_tokens)
+        s = score(val_items, preds)
+        tried.append({"beam_size": b, "alpha": a, "val_CIDEr": s["CIDEr"], "val_Bleu_4": s["Bleu_4"]})
+    best = max(range(len(tried)), key=lambda i: (tried[i]["val_CIDEr"], -i))
+    return int(tried[best]["beam_size"]), float(tried[best]["alpha"]), tried
 
 
 def split_tokens(
@@ -175,10 +213,13 @@ def evaluate(model: Captioner, tok: BPETokenizer, cfg: CaptionRecipe, *, progres
     train_items, train_tokens = split_tokens("train", cfg, limit=cfg.data.max_train_images, progress=progress)
     test_items, test_tokens = split_tokens("test", cfg, limit=cfg.data.max_eval_images, progress=progress)
     e = cfg.eval
-    beam = predict(
-        model, tok, test_tokens, beam_size=e.beam_size, alpha=e.alpha, max_new_tokens=e.max_new_tokens
+    beam_size, alpha, tried = choose_decoding(model, tok, cfg, progress=progress)
+    beam = predict(model, tok, test_tokens, beam_size=beam_size, alpha=alpha, max_new_tokens=e.max_new_tokens)
+    greedy = (
+        beam
+        if beam_size == 1
+        else predict(model, tok, test_tokens, beam_size=1, alpha=0.0, max_new_tokens=e.max_new_tokens)
     )
-    greedy = predict(model, tok, test_tokens, beam_size=1, alpha=0.0, max_new_tokens=e.max_new_tokens)
     nn_preds = nearest_neighbour_captions(train_tokens, train_items, test_tokens)
     scores = {"beam": score(test_items, beam), "greedy": score(test_items, greedy)}
     baseline = score(test_items, nn_preds)
@@ -186,7 +227,13 @@ def evaluate(model: Captioner, tok: BPETokenizer, cfg: CaptionRecipe, *, progres
         "task": "caption",
         "decoder": cfg.model.decoder,
         "test_images": len(test_items),
-        "decoding": {"beam_size": e.beam_size, "alpha": e.alpha, "length_penalty": "gnmt ((5+len)/6)^alpha"},
+        "decoding": {
+            "beam_size": beam_size,
+            "alpha": alpha,
+            "length_penalty": "gnmt ((5+len)/6)^alpha",
+            "chosen_on": "val CIDEr-D" if tried else "config",
+            "tried": tried,
+        },
         "model": scores["beam"],
         "model_greedy": scores["greedy"],
         "nearest_neighbour": baseline,
@@ -251,6 +298,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         config={"recipe": to_dict(cfg), "tokenizer": tok.state(), "num_image_tokens": int(tokens.shape[1])},
         evaluate=validate,
         progress=progress,
+        lr_scale=lr_scale(cfg.model),
     )
     result = trainer.fit(resume=args.resume)
     metrics = evaluate(model, tok, cfg, progress=progress)

@@ -62,6 +62,7 @@ class FlamingoModelSection:
     stage0: Stage0Config = field(default_factory=Stage0Config)
     image_encoder: str = "efficientnet_lite0"
     image_size: int = 128
+    image_stages: list[int] | None = None  # multi-scale tokens, e.g. [4, 5, 7]; None: the last map only
     resampler: ResamplerSection = field(default_factory=ResamplerSection)
     xattn: XattnSection = field(default_factory=XattnSection)
 
@@ -195,7 +196,7 @@ def evaluate(model: Any, tok: Any, tokens: Any, cfg: FlamingoRecipe, max_len: in
                 "references": list(test_items[0].captions),
             }
             _note(f"{name}: BLEU-4 {results[name]['Bleu_4']:.4f} CIDEr-D {results[name]['CIDEr']:.4f}")
-    baseline = score(test_items, nearest_neighbour_captions(train_table, list(train_items), test_table))
+    baseline = score(test_items, nearest_neighbour_captions(*_baseline_tables(cfg, train_items, test_items)))
     return {
         "test_images": len(test_items),
         "few_shot": results,
@@ -208,8 +209,14 @@ def evaluate(model: Any, tok: Any, tokens: Any, cfg: FlamingoRecipe, max_len: in
     }
 
 
-def _split(split: str, cfg: FlamingoRecipe, limit: int | None) -> tuple[list[Any], torch.Tensor]:
-    """Caption items of an emoji split (first ``limit``) and their cached image tokens (N, T, C)."""
+def _split(
+    split: str, cfg: FlamingoRecipe, limit: int | None, *, stages: bool = True
+) -> tuple[list[Any], torch.Tensor]:
+    """Caption items of an emoji split (first ``limit``) and their cached image tokens (N, T, C).
+
+    ``stages`` False: the encoder's plain last-map tokens whatever ``model.image_stages`` says (the
+    nearest-neighbour baseline's features, the same in every caption recipe).
+    """
     from xmodal.data.vl import emoji_caption_items
     from xmodal.train.image_tokens import image_token_table
 
@@ -220,8 +227,24 @@ def _split(split: str, cfg: FlamingoRecipe, limit: int | None) -> tuple[list[Any
         len(items),
         encoder_name=cfg.model.image_encoder,
         image_size=cfg.model.image_size,
+        stages=cfg.model.image_stages if stages else None,
     )
     return items, table
+
+
+def _baseline_tables(cfg: Any, train_items: list[Any], test_items: list[Any]) -> tuple[Any, list[Any], Any]:
+    """(train tokens, train items, test tokens) of the plain last-map features for the NN baseline."""
+    from xmodal.train.image_tokens import image_token_table
+
+    def table(items: list[Any]) -> torch.Tensor:
+        return image_token_table(
+            lambda i: items[i].load(),
+            len(items),
+            encoder_name=cfg.model.image_encoder,
+            image_size=cfg.model.image_size,
+        )
+
+    return table(train_items), train_items, table(test_items)
 
 
 def lm_folder(lm: str | None, stage0: Stage0Config) -> tuple[Path, dict[str, Any]]:

@@ -6,9 +6,12 @@
 * Image tokens: the frozen pretrained EfficientNet-Lite0's 4×4 map at 128 px (T = 16, C = 1280), cached.
 * Stage 1: only the projector trains, on emoji train captions ("<image>\\n{caption_prompt}" → name).
 * Stage 2: projector + LM (or LoRA adapters + projector) on the templated train questions of
-  :func:`xmodal.data.vl.build_vqa` plus the caption requests; loss on answer tokens only.
-* Evaluation: held-out emoji captions (BLEU-4, CIDEr-D via :func:`xmodal.metrics.caption_scores`) and the
-  test questions (:func:`xmodal.metrics.vqa_accuracy`), beside the stage-1-only model.
+  :func:`xmodal.data.vl.build_vqa` plus the caption requests (repeated ``data.stage2_caption_repeats``
+  times so that captioning is not drowned by the far more numerous short answers); answer tokens only.
+* Evaluation: held-out emoji captions (BLEU-4, CIDEr-D via :func:`xmodal.metrics.caption_scores`; greedy
+  or beam search, whichever scores best CIDEr-D on val emoji) and the test questions
+  (:func:`xmodal.metrics.vqa_accuracy`, greedy), beside the nearest-neighbour-caption and question-only
+  baselines of the caption and VQA tasks (and optionally the stage-1-only model).
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ class LlavaDataSection:
     seed: int = 0
     caption_prompt: str = "what emoji is this?"
     stage2_captions: bool = True  # mix the caption requests into stage 2
+    stage2_caption_repeats: int = 1  # ... this many times each (their share of stage 2 grows)
     max_train_captions: int | None = None  # caps for smoke runs (None: every training item)
     max_train_questions: int | None = None
     max_masked_share: float = 0.01  # stop when more samples than this lose every answer token
@@ -71,6 +75,11 @@ class LlavaEvalSection:
 
     batch_size: int = 64
     max_new_tokens: int = 12
+    # caption decoding: every (beams, length penalty) pair is scored on `val_captions` held-out val emoji
+    # and the best CIDEr-D one captions the test emoji (VQA answers stay greedy)
+    caption_beams: list[int] = field(default_factory=lambda: [1])
+    length_penalties: list[float] = field(default_factory=lambda: [1.0])
+    val_captions: int = 0  # 0: no search, the first pair is used
     max_captions: int | None = None
     max_questions: int | None = None
     stage1_baseline: bool = True  # also score the model after stage 1 only

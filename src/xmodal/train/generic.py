@@ -63,21 +63,33 @@ class EpochSampler:
         return perm[k * self.batch_size : (k + 1) * self.batch_size]
 
 
-def build_adamw(model: nn.Module, optim: OptimConfig) -> torch.optim.AdamW:
-    """AdamW over the trainable parameters only: two groups, with and without weight decay."""
-    decay: list[nn.Parameter] = []
-    no_decay: list[nn.Parameter] = []
+def build_adamw(
+    model: nn.Module, optim: OptimConfig, lr_scale: Callable[[str], float] | None = None
+) -> torch.optim.AdamW:
+    """AdamW over the trainable parameters only: groups with and without weight decay, and with
+    ``lr_scale(name)`` (default 1) times ``optim.lr`` per parameter (e.g. a new projection learning
+    faster than a pretrained decoder)."""
+    groups: dict[tuple[float, bool], list[nn.Parameter]] = {}
     for name, p in model.named_parameters():
         if p.requires_grad:
-            (no_decay if _no_decay(name, p) else decay).append(p)
-    if not decay and not no_decay:
+            scale = 1.0 if lr_scale is None else float(lr_scale(name))
+            groups.setdefault((scale, not _no_decay(name, p)), []).append(p)
+    if not groups:
         raise ConfigError("the model has no trainable parameters")
-    groups = [
-        {"params": decay, "weight_decay": optim.weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
+    order = sorted(groups, key=lambda k: (k[0] != 1.0, k[0], not k[1]))  # scale 1, decay first: as before
     return torch.optim.AdamW(
-        [g for g in groups if g["params"]], lr=optim.lr, betas=optim.betas, eps=optim.eps, foreach=True
+        [
+            {
+                "params": groups[k],
+                "lr": optim.lr * k[0],
+                "weight_decay": optim.weight_decay if k[1] else 0.0,
+            }
+            for k in order
+        ],
+        lr=optim.lr,
+        betas=optim.betas,
+        eps=optim.eps,
+        foreach=True,
     )
 
 
@@ -108,6 +120,7 @@ class GenericTrainer:
             steps and at the end (higher score is better); with ``train.select_best`` the best weights
             are the ones kept.
         progress: show a tqdm bar.
+        lr_scale: optional ``lr_scale(parameter name)`` → multiplier of ``optim.lr`` (default 1).
     """
 
     def __init__(
@@ -122,6 +135,7 @@ class GenericTrainer:
         config: dict[str, Any] | None = None,
         evaluate: Callable[[nn.Module], dict[str, Any]] | None = None,
         progress: bool = False,
+        lr_scale: Callable[[str], float] | None = None,
     ) -> None:
         self.model = model
         self.batch_fn = batch_fn
@@ -132,6 +146,7 @@ class GenericTrainer:
         self.config = config or {}
         self.evaluate = evaluate
         self.progress = progress
+        self.lr_scale = lr_scale
 
     @property
     def checkpoint_dir(self) -> Path:
@@ -157,7 +172,7 @@ class GenericTrainer:
             torch.set_num_threads(t.threads)
         torch.manual_seed(t.seed)
         model.train()
-        optimizer = build_adamw(model, o)
+        optimizer = build_adamw(model, o, self.lr_scale)
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer,
             lambda s: warmup_cosine(

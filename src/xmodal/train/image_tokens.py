@@ -30,6 +30,7 @@ def image_token_table(
     batch_size: int = 64,
     cache: FeatureCache | None = None,
     log: Callable[[str], None] | None = None,
+    stages: Sequence[int] | None = None,
 ) -> Tensor:
     """(n, T, C) float32 tokens of images ``load(0) ... load(n - 1)`` from a frozen registered encoder.
 
@@ -38,6 +39,9 @@ def image_token_table(
         encoder_name / encoder_args: a registered image encoder (default: pretrained EfficientNet-Lite0).
         image_size: square input side (the encoder's own mean/std normalisation).
         cache: where the result is kept (default ``FeatureCache()`` under ``$XMODAL_HOME``).
+        stages: multi-scale tokens (encoders with ``forward_stages``, e.g. EfficientNet-Lite0): the maps
+            of these stages, each average-pooled to the last stage's grid, concatenated along channels,
+            e.g. (4, 5, 7) → (n, 16, 112 + 192 + 1280) at 128 px. None: ``EncoderOutput.tokens``.
     """
     from xmodal.data.transforms import ImagePreprocess
     from xmodal.registry import IMAGE_ENCODERS
@@ -49,7 +53,7 @@ def image_token_table(
     h = hashlib.sha256()
     for p in pixels:
         h.update(p.numpy().tobytes())
-    parts = {
+    parts: dict[str, Any] = {
         "kind": "image_tokens",
         "encoder": encoder_name,
         "args": args,
@@ -58,12 +62,22 @@ def image_token_table(
         "pixels": h.hexdigest()[:24],
         "n": n,
     }
+    if stages is not None:
+        parts["stages"] = [int(i) for i in stages]  # only when set: the plain tables keep their keys
+
+    def tokens_of(x: Tensor) -> Tensor:
+        if stages is None:
+            return encoder(x).tokens  # type: ignore[no-any-return]
+        maps = encoder.forward_stages(x)
+        grid = maps[stages[-1]].shape[-2:]
+        pooled = [torch.nn.functional.adaptive_avg_pool2d(maps[i], grid) for i in stages]
+        return torch.cat(pooled, dim=1).flatten(2).transpose(1, 2)  # (B, h*w, sum C_i)
 
     @torch.no_grad()
     def compute() -> Tensor:
         out = []
         for i in range(0, n, batch_size):
-            out.append(encoder(torch.stack(pixels[i : i + batch_size])).tokens)
+            out.append(tokens_of(torch.stack(pixels[i : i + batch_size])))
             if log is not None and (i // batch_size) % 10 == 0:
                 log(f"image tokens: {min(i + batch_size, n)}/{n}")
         return torch.cat(out)

@@ -3,16 +3,16 @@
 Data (:mod:`xmodal.data.vl`, training splits only for training): emoji train captions for stage 1;
 templated train questions (+ the caption requests) for stage 2; held-out emoji captions and test
 questions for evaluation. Image tokens of every image come from one cached frozen-encoder table.
-Baselines for the same test items: a nearest-neighbour caption (Devlin et al. 2015,
-https://arxiv.org/abs/1505.04467: the caption of the most similar training image, by cosine similarity
-of the frozen encoder's pooled features) and a question-only answerer (the most frequent training answer
-to the same question text; the language-prior check of Goyal et al. 2017, https://arxiv.org/abs/1612.00837).
+Baselines for the same test items are the shared ones of the caption and VQA tasks:
+:func:`xmodal.tasks.caption.nearest_neighbour_captions` (Devlin et al. 2015,
+https://arxiv.org/abs/1505.04467: the first reference of the training image whose mean frozen token is
+most similar) and :func:`xmodal.tasks.vqa.prior_answers` (question-only: the most frequent training
+answer to the same question text, else type; Goyal et al. 2017, https://arxiv.org/abs/1612.00837).
 """
 
 from __future__ import annotations
 
 import functools
-from collections import Counter
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from xmodal.data.instruct import ChatSample, collate, encode_samples
 from xmodal.lm.chat import user_turn
 from xmodal.lm.sequences import MaskedCounter, TruncationCounter
-from xmodal.metrics import caption_scores, vqa_accuracy
+from xmodal.metrics import vqa_accuracy
 from xmodal.models.llava import Llava
 from xmodal.train.generic import EpochSampler, FitResult, GenericTrainer
 
@@ -48,11 +48,13 @@ class LlavaData:
     caption_prompt: str
     caption_train: list[CaptionItem]
     caption_test: list[CaptionItem]
+    caption_val: list[CaptionItem]
     vqa_train: list[VQAItem]
     vqa_test: list[VQAItem]
     table: Tensor
     row: dict[str, int]
     stage2_captions: bool = True
+    stage2_caption_repeats: int = 1
     truncation: TruncationCounter = field(default_factory=TruncationCounter)
     masked: MaskedCounter = field(default_factory=MaskedCounter)
     stage1: list[ChatSample] = field(default_factory=list)
@@ -69,12 +71,13 @@ class LlavaData:
         d = cfg.data
         cap_train = _spread(emoji_caption_items("train"), d.max_train_captions)
         cap_test = _spread(emoji_caption_items("test"), cfg.eval.max_captions)
+        cap_val = _spread(emoji_caption_items("val"), cfg.eval.val_captions) if cfg.eval.val_captions else []
         vqa_train = build_vqa("train", fmnist_images=d.fmnist_images, emoji=d.emoji_vqa, seed=d.seed)
         vqa_test = build_vqa("test", fmnist_images=d.fmnist_images, emoji=d.emoji_vqa, seed=d.seed)
         train_items = _spread(vqa_train.items, d.max_train_questions)
         test_items = _spread(vqa_test.items, cfg.eval.max_questions)
         loaders: dict[str, Callable[[], Any]] = {}
-        for item in [*cap_train, *cap_test]:
+        for item in [*cap_train, *cap_test, *cap_val]:
             loaders.setdefault(item.image_id, item.load)
         for vset, items in ((vqa_train, train_items), (vqa_test, test_items)):
             for q in items:
@@ -91,11 +94,13 @@ class LlavaData:
             caption_prompt=d.caption_prompt,
             caption_train=cap_train,
             caption_test=cap_test,
+            caption_val=cap_val,
             vqa_train=train_items,
             vqa_test=test_items,
             table=table,
             row={k: i for i, k in enumerate(ids)},
             stage2_captions=d.stage2_captions,
+            stage2_caption_repeats=d.stage2_caption_repeats,
             masked=MaskedCounter(max_share=d.max_masked_share),
         )
 
@@ -119,8 +124,8 @@ class LlavaData:
         captions = [(c.image_id, self.caption_prompt, c.captions[0]) for c in self.caption_train]
         self.stage1 = enc(captions)
         self.stage2 = enc([(q.image_id, q.question, q.answer) for q in self.vqa_train])
-        if self.stage2_captions:
-            self.stage2 += self.stage1
+        if self.stage2_captions:  # the caption requests, repeated to keep their share of stage 2
+            self.stage2 += self.stage1 * max(1, self.stage2_caption_repeats)
         self.masked.check("training samples")
 
     def batch(self, samples: Sequence[ChatSample], pad_id: int) -> dict[str, Tensor | None]:
@@ -135,28 +140,18 @@ class LlavaData:
 
     # -- baselines --------------------------------------------------------------------------------
     def baselines(self) -> dict[str, Any]:
-        """Nearest-neighbour captions and question-only answers, scored like the models."""
-        pooled = nn.functional.normalize(self.table.mean(dim=1), dim=-1)  # (N, C)
-        train_rows = torch.tensor([self.row[c.image_id] for c in self.caption_train])
-        sims = pooled[torch.tensor([self.row[c.image_id] for c in self.caption_test])] @ pooled[train_rows].T
-        nearest = sims.argmax(dim=1).tolist()
-        preds: dict[Hashable, str] = {
-            c.image_id: self.caption_train[j].captions[0]
-            for c, j in zip(self.caption_test, nearest, strict=True)
-        }
-        refs: dict[Hashable, Sequence[str]] = {c.image_id: list(c.captions) for c in self.caption_test}
-        by_question: dict[str, Counter[str]] = {}
-        for q in self.vqa_train:
-            by_question.setdefault(q.question, Counter())[q.answer] += 1
-        overall = Counter(q.answer for q in self.vqa_train).most_common(1)[0][0]
-        answers: dict[Hashable, str] = {
-            q.question_id: by_question[q.question].most_common(1)[0][0]
-            if q.question in by_question
-            else overall
-            for q in self.vqa_test
-        }
+        """Nearest-neighbour captions and question-only answers (the caption / VQA tasks' own), scored."""
+        from xmodal.tasks.caption import nearest_neighbour_captions, score
+        from xmodal.tasks.vqa import prior_answers
+
+        nn_caps = nearest_neighbour_captions(
+            self.tokens_of([c.image_id for c in self.caption_train]),
+            self.caption_train,
+            self.tokens_of([c.image_id for c in self.caption_test]),
+        )
+        answers = prior_answers(self.vqa_train, self.vqa_test)
         return {
-            "nearest_neighbour_caption": {"captions": caption_scores(refs, preds, meteor=False)},
+            "nearest_neighbour_caption": {"captions": score(self.caption_test, nn_caps)},
             "question_only": {"vqa": vqa_accuracy([q.annotation() for q in self.vqa_test], answers)},
         }
 
@@ -196,6 +191,41 @@ def train_stage(
     return trainer.fit(resume=resume)
 
 
+def caption_decoding(
+    model: Llava, tokenizer: Any, data: LlavaData, cfg: LlavaEvalSection
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The caption decoding (``generate`` kwargs) with the best CIDEr-D on the val emoji, and the search.
+
+    Only val images take part (never test); without ``cfg.val_captions`` the first pair is returned.
+    """
+    from xmodal.eval.llava import evaluate_captions
+
+    grid = [
+        {"num_beams": b, "length_penalty": lp} if b > 1 else {"num_beams": 1}
+        for b in cfg.caption_beams
+        for lp in (cfg.length_penalties if b > 1 else cfg.length_penalties[:1])
+    ]
+    if not data.caption_val or len(grid) == 1:
+        return grid[0], []
+    refs: dict[Hashable, Sequence[str]] = {c.image_id: list(c.captions) for c in data.caption_val}
+    tokens = data.tokens_of([c.image_id for c in data.caption_val])
+    search = []
+    for kw in grid:
+        scores, _ = evaluate_captions(
+            model,
+            tokenizer,
+            refs,
+            tokens,
+            prompt=data.caption_prompt,
+            batch_size=cfg.batch_size,
+            max_new_tokens=cfg.max_new_tokens,
+            generate_kwargs=kw,
+        )
+        search.append({**kw, "val_Bleu_4": scores["Bleu_4"], "val_CIDEr": scores["CIDEr"]})
+    best = max(range(len(grid)), key=lambda i: (search[i]["val_CIDEr"], search[i]["val_Bleu_4"]))
+    return grid[best], search
+
+
 def evaluate(model: Llava, tokenizer: Any, data: LlavaData, cfg: LlavaEvalSection) -> dict[str, Any]:
     """Caption scores on the held-out emoji and VQA accuracy on the test questions, with examples."""
     from xmodal.eval.llava import evaluate_captions, evaluate_vqa
@@ -203,12 +233,14 @@ def evaluate(model: Llava, tokenizer: Any, data: LlavaData, cfg: LlavaEvalSectio
     truncation = TruncationCounter()
     kw = {"batch_size": cfg.batch_size, "max_new_tokens": cfg.max_new_tokens, "truncation": truncation}
     refs: dict[Hashable, Sequence[str]] = {c.image_id: list(c.captions) for c in data.caption_test}
+    decoding, search = caption_decoding(model, tokenizer, data, cfg)
     caps, cap_preds = evaluate_captions(
         model,
         tokenizer,
         refs,
         data.tokens_of([c.image_id for c in data.caption_test]),
         prompt=data.caption_prompt,
+        generate_kwargs=decoding,
         **kw,
     )
     qs = data.vqa_test
@@ -223,6 +255,7 @@ def evaluate(model: Llava, tokenizer: Any, data: LlavaData, cfg: LlavaEvalSectio
     return {
         "captions": caps,
         "vqa": acc,
+        "caption_decoding": {"chosen": decoding, "val_search": search, "val_images": len(data.caption_val)},
         "n_captions": len(refs),
         "n_questions": len(qs),
         "prompt_truncation": truncation.as_dict(),
