@@ -10,8 +10,9 @@ import torch
 from xmodal.benchmarks import caption_index, read_karpathy, read_mmbench
 from xmodal.cli import main
 from xmodal.data.images import load_image
-from xmodal.eval.benchmarks import load_eval_model, option_text
+from xmodal.eval.benchmarks import option_text
 from xmodal.metrics.caption_retrieval import caption_retrieval_ranks_reference
+from xmodal.models.io import load_model
 
 
 def test_retrieval_benchmark_cli(bench_files, tmp_path, capsys):
@@ -41,7 +42,7 @@ def test_retrieval_benchmark_cli(bench_files, tmp_path, capsys):
     got = json.loads(out.read_text())
     assert got["n_images"] == 4 and got["n_captions"] == 14 and got["split"] == "test"
     # by hand: the same preset (seed 0), plain full-matrix ranks
-    model, preprocess = load_eval_model("clip-vit-tiny")
+    model, preprocess = load_model("clip-vit-tiny")
     images = read_karpathy(path, tmp_path / "coco", "test")
     texts, index = caption_index(images)
     with torch.inference_mode():
@@ -81,7 +82,7 @@ def test_mmbench_cli(bench_files, tmp_path, capsys):
     got = json.loads(out.read_text())
     assert got["n"] == 4 and set(got["per_category"]) == {"attribute_recognition", "shape"}
     # by hand: each item's most similar option text, unrotated
-    model, preprocess = load_eval_model("clip-vit-tiny")
+    model, preprocess = load_model("clip-vit-tiny")
     picks = []
     with torch.inference_mode():
         for item in read_mmbench(tsv):
@@ -118,7 +119,7 @@ def test_vqav2_zero_shot_cli(bench_files, tmp_path, capsys):
     (tmp_path / "results.json").write_text(json.dumps(got["results"]))
     assert evaluate_vqa_files(q, a, tmp_path / "results.json") == got["accuracy"]
     # by hand: the candidate closest to the image for the first question
-    model, preprocess = load_eval_model("clip-vit-tiny")
+    model, preprocess = load_model("clip-vit-tiny")
     first = read_vqav2(q, a, tmp_path / "val2014")[0]
     with torch.inference_mode():
         image = model.encode_image(preprocess(load_image(first.image_path))[None])[0]

@@ -11,34 +11,9 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
-from typing import Any
 
+from xmodal.commands._model_args import add_model_args, model_and_preprocess, write_results
 from xmodal.errors import XmodalError
-
-MODEL_HELP = (
-    "a checkpoint folder or .safetensors file, a model preset (`xmodal list models`) or a YAML recipe"
-)
-
-
-def _model(args: argparse.Namespace) -> tuple[Any, Any]:
-    import torch
-
-    from xmodal.eval.benchmarks import load_eval_model
-
-    if args.batch_size < 1:
-        raise XmodalError(f"--batch-size must be >= 1, got {args.batch_size}")
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    return load_eval_model(args.model)
-
-
-def _write(results: dict[str, Any], out: str) -> Path:
-    from xmodal.train.checkpoint import write_json_atomic
-
-    path = Path(out)
-    write_json_atomic(path, results)
-    return path
 
 
 def cmd_retrieval_benchmark(args: argparse.Namespace) -> int:
@@ -50,7 +25,7 @@ def cmd_retrieval_benchmark(args: argparse.Namespace) -> int:
     if not args.ks or min(args.ks) < 1:
         raise XmodalError(f"--ks must be positive integers, got {args.ks}")
     images = read_karpathy(args.karpathy, args.images, args.split)
-    model, preprocess = _model(args)
+    model, preprocess = model_and_preprocess(args)
     results = evaluate_karpathy_retrieval(
         model,
         preprocess,
@@ -67,7 +42,7 @@ def cmd_retrieval_benchmark(args: argparse.Namespace) -> int:
     ]
     print(f"{results['n_images']} images, {results['n_captions']} captions ({args.split})")
     print(format_table(header, rows))
-    print(f"results: {_write(results, args.out)}")
+    print(f"results: {write_results(results, args.out)}")
     return 0
 
 
@@ -78,13 +53,13 @@ def cmd_mmbench(args: argparse.Namespace) -> int:
     from xmodal.eval.benchmarks import evaluate_mmbench
 
     items = read_mmbench(args.tsv)
-    model, preprocess = _model(args)
+    model, preprocess = model_and_preprocess(args)
     results = evaluate_mmbench(model, preprocess, items)
     results.update(model=str(args.model), tsv=str(args.tsv))
     rows = [["overall", results["n"], results["vanilla"], results["circular"]]]
     rows += [[c, r["n"], r["vanilla"], r["circular"]] for c, r in results["per_category"].items()]
     print(format_table(["category", "n", "vanilla", "circular"], rows))
-    print(f"results: {_write(results, args.out)}")
+    print(f"results: {write_results(results, args.out)}")
     return 0
 
 
@@ -99,20 +74,12 @@ def cmd_vqav2(args: argparse.Namespace) -> int:
     questions = read_vqav2(args.questions, args.annotations, args.images)
     if args.max_questions:
         questions = questions[: args.max_questions]
-    model, preprocess = _model(args)
+    model, preprocess = model_and_preprocess(args)
     results = evaluate_vqav2_zero_shot(model, preprocess, questions, num_candidates=args.candidates)
     results.update(model=str(args.model), questions=str(args.questions), n=len(questions))
     print(format_vqa_accuracy(results["accuracy"]))
-    print(f"results: {_write(results, args.out)}")
+    print(f"results: {write_results(results, args.out)}")
     return 0
-
-
-def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, metavar="M", help=MODEL_HELP)
-    p.add_argument("--batch-size", type=int, default=64, metavar="N", help="images per forward pass")
-    p.add_argument(
-        "--threads", type=int, default=0, metavar="N", help="torch CPU threads (0: torch's default)"
-    )
 
 
 def build_retrieval_parser() -> argparse.ArgumentParser:
@@ -125,7 +92,7 @@ def build_retrieval_parser() -> argparse.ArgumentParser:
         epilog="example: xmodal eval retrieval-benchmark --model runs/demo/model --karpathy "
         "dataset_coco.json --images ~/data/coco --split test",
     )
-    _common(p)
+    add_model_args(p)
     p.add_argument("--karpathy", required=True, metavar="JSON", help="Karpathy split file")
     p.add_argument(
         "--images", required=True, metavar="ROOT", help="folder the file's filepath/filename are in"
@@ -154,7 +121,7 @@ def build_mmbench_parser() -> argparse.ArgumentParser:
         "A dual encoder picks the option whose text '<question> <option>' is closest to the image.",
         epilog="example: xmodal eval mmbench --model runs/demo/model --tsv MMBench_DEV_EN.tsv",
     )
-    _common(p)
+    add_model_args(p)
     p.add_argument("--tsv", required=True, metavar="TSV", help="MMBench TSV file")
     p.add_argument(
         "--out", default="mmbench.json", metavar="FILE", help="JSON results (default: %(default)s)"
@@ -175,7 +142,7 @@ def build_vqav2_parser() -> argparse.ArgumentParser:
         "v2_OpenEnded_mscoco_val2014_questions.json --annotations v2_mscoco_val2014_annotations.json "
         "--images ~/data/coco/val2014 --max-questions 1000",
     )
-    _common(p)
+    add_model_args(p)
     p.add_argument("--questions", required=True, metavar="Q.json", help="VQAv2 questions file")
     p.add_argument("--annotations", required=True, metavar="A.json", help="VQAv2 annotations file")
     p.add_argument("--images", required=True, metavar="DIR", help="folder of the COCO images")

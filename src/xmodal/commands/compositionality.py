@@ -10,47 +10,10 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
 
+from xmodal.commands._model_args import add_model_args, model_and_preprocess, write_results
 from xmodal.errors import DataError, XmodalError
-
-MODEL_HELP = "a model preset (see `xmodal list models`), a YAML recipe, or a checkpoint folder"
-
-
-def add_model_args(p: argparse.ArgumentParser) -> None:
-    """``--model``, ``--batch-size`` and ``--threads``, shared by the model-evaluating modes."""
-    p.add_argument("--model", required=True, metavar="M", help=MODEL_HELP)
-    p.add_argument("--batch-size", type=int, default=64, metavar="N", help="images per forward pass")
-    p.add_argument(
-        "--threads", type=int, default=0, metavar="N", help="torch CPU threads (0: torch's default)"
-    )
-
-
-def model_and_preprocess(args: argparse.Namespace) -> tuple[Any, Any]:
-    """The model of ``--model`` (eval mode) and its preprocessing; applies ``--threads``.
-
-    Parameters a checkpoint does not hold (a preset's fresh heads) are initialised from seed 0, so
-    evaluating a preset gives the same numbers every run.
-    """
-    import torch
-
-    from xmodal.models.io import load_model
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    if args.batch_size < 1:
-        raise XmodalError(f"--batch-size must be >= 1, got {args.batch_size}")
-    torch.manual_seed(0)  # a preset's untrained heads start the same in every run
-    return load_model(args.model)
-
-
-def _write(results: dict[str, Any], out: str) -> Path:
-    from xmodal.train.checkpoint import write_json_atomic
-
-    path = Path(out)
-    write_json_atomic(path, results)
-    return path
 
 
 def cmd_winoground(args: argparse.Namespace) -> int:
@@ -63,7 +26,7 @@ def cmd_winoground(args: argparse.Namespace) -> int:
     results = winoground_scores(dual_encoder_scorer(model, preprocess, batch_size=args.batch_size), examples)
     results["model"] = str(args.model)
     print(format_winoground(results))
-    print(f"scores: {_write(results, args.out)}")
+    print(f"scores: {write_results(results, args.out)}")
     return 0
 
 
@@ -107,7 +70,7 @@ def cmd_aro(args: argparse.Namespace) -> int:
     results["model"] = str(args.model)
     results["data"] = args.jsonl or args.dataset
     print(format_aro(results))
-    print(f"results: {_write(results, args.out)}")
+    print(f"results: {write_results(results, args.out)}")
     return 0
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from xmodal.commands.compositionality import add_model_args, model_and_preprocess
+from xmodal.commands._model_args import add_model_args, model_and_preprocess
 from xmodal.errors import XmodalError
 
 

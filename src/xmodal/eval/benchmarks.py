@@ -30,23 +30,6 @@ from xmodal.metrics.caption_retrieval import retrieval_recall
 from xmodal.metrics.vqa import vqa_accuracy
 
 
-def load_eval_model(spec: str | Path) -> tuple[Any, Any]:
-    """(model in eval mode, preprocess) from a checkpoint folder / ``.safetensors`` file, a preset name or
-    a YAML recipe. A preset's untrained parts are initialised from seed 0, so runs repeat exactly."""
-    from xmodal.models.factory import create_model
-    from xmodal.models.io import load_checkpoint
-
-    path = Path(spec)
-    if path.is_dir() or path.suffix == ".safetensors":
-        return load_checkpoint(path)
-    state = torch.random.get_rng_state()
-    torch.manual_seed(0)
-    try:
-        return create_model(str(spec))
-    finally:
-        torch.random.set_rng_state(state)
-
-
 def evaluate_karpathy_retrieval(
     model: DualEncoder,
     preprocess: Preprocess,

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from xmodal.config import config_from_dict
 from xmodal.errors import CheckpointError, ConfigError
 from xmodal.models.clip import CLIP
@@ -58,7 +60,9 @@ def load_model(spec: str | Path) -> tuple[CLIP, Any]:
     """A model for evaluation from a preset name, a YAML recipe or a checkpoint folder / .safetensors file.
 
     A folder or a ``.safetensors`` file is loaded with :func:`load_checkpoint`; anything else goes to
-    :func:`~xmodal.models.factory.create_model` (a preset's untrained heads, or a recipe's model).
+    :func:`~xmodal.models.factory.create_model` (a preset's untrained heads, or a recipe's model), its
+    fresh parameters drawn from seed 0 (so evaluating a preset repeats exactly) without touching the
+    caller's random state.
 
     Returns:
         (model in eval mode, preprocess).
@@ -68,4 +72,9 @@ def load_model(spec: str | Path) -> tuple[CLIP, Any]:
     p = Path(spec)
     if p.is_dir() or p.suffix == ".safetensors":
         return load_checkpoint(p)
-    return create_model(spec)
+    state = torch.random.get_rng_state()
+    torch.manual_seed(0)  # a preset's untrained parts start the same in every run
+    try:
+        return create_model(str(spec))
+    finally:
+        torch.random.set_rng_state(state)
