@@ -4,19 +4,8 @@ from __future__ import annotations
 
 import json
 
-import pytest
-import torch
-
 from xmodal.cli import main
 from xmodal.lm.tiny import save_tiny_lm
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def shrink(lm: str) -> list[str]:

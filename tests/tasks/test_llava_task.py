@@ -14,14 +14,6 @@ from xmodal.lm.tiny import save_tiny_lm
 CONFIG = "configs/llava_emoji.yaml"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def shrink(lm: str, *extra: str) -> list[str]:
     sets = [
         f"model.lm={lm}",

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 from xmodal.cli import main
 from xmodal.data.prepare import prepare
@@ -35,14 +34,6 @@ TINY = [
 def real_fashion_mnist_root():
     """The real fashion-mnist data, prepared in $XMODAL_HOME (instant when `make data` ran)."""
     return prepare("fashion-mnist")
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def run(*argv: str) -> int:
