@@ -59,3 +59,14 @@ def test_stage0_text_is_training_text_only():
     assert test_only  # there are held-out captions ...
     assert not (test_only & train_docs)  # ... and none of them is stage-0 text
     assert train_caps <= train_docs
+
+
+def test_caption_repeats_repeat_only_the_captions():
+    once = stage0_texts("train", fmnist_images=10)
+    thrice = stage0_texts("train", fmnist_images=10, caption_repeats=3)
+    from xmodal.data.vl import emoji_caption_items
+
+    n_caps = sum(len(item.captions) for item in emoji_caption_items("train"))
+    assert len(thrice) == len(once) + 2 * n_caps
+    assert sorted(set(thrice)) == sorted(set(once))
+    assert stage0_key(Stage0Config(caption_repeats=3), once, []) != stage0_key(Stage0Config(), once, [])

@@ -182,3 +182,21 @@ def test_set_stage_switches_what_trains(tiny_lm):
     assert not any(n.startswith("lm.") or "word_embeddings" in n or "itm_head" in n for n in trainable)
     with pytest.raises(ValueError, match="stage must be 1 or 2"):
         model.set_stage(3)
+
+
+def test_train_lm_unfreezes_the_lm_in_stage_2_only(tiny_lm):
+    lm, tok = tiny_lm
+    model = Blip2LM(stage1=stage1(), lm=copy.deepcopy(lm), train_lm=True)
+    model.set_stage(1)
+    assert not any(p.requires_grad for p in model.lm.parameters())
+    model.set_stage(2)
+    assert all(p.requires_grad for p in model.lm.parameters())
+    assert model.train().lm.training and not model.eval().lm.training
+    before = copy.deepcopy(model.lm.state_dict())
+    ids = torch.tensor([tok("a cat face")["input_ids"]])
+    loss = model.train()(ids, labels=ids, features=batch(1)[0]).loss
+    assert loss is not None
+    loss.backward()
+    torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1).step()
+    changed = [n for n, v in model.lm.state_dict().items() if not torch.equal(v, before[n])]
+    assert changed and any("wte" in n or "embed_tokens" in n for n in changed)

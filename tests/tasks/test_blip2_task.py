@@ -27,6 +27,10 @@ def shrink(lm: str) -> list[str]:
         "stage2.train.threads=1",
         "eval.max_images=5",
         "eval.max_new_tokens=4",
+        "eval.val_images=4",
+        "stage2.train.eval_every=2",
+        "model.train_lm=true",
+        "model.lm_lr_scale=0.5",
     ]
     return [x for s in sets for x in ("--set", s)]
 
@@ -42,6 +46,8 @@ def test_train_then_eval_writes_caption_metrics_and_reproduces_them(tmp_path):
     assert b["test_images"] == 5 and 0 <= b["model"]["Bleu_4"] <= 1
     assert set(b["beats_nearest_neighbour"]) == {"Bleu_4", "CIDEr"}
     assert metrics["train"]["stage1"]["steps"] == 3 and metrics["train"]["stage2"]["steps"] == 3
+    summary = json.loads((out / "stage2" / "summary.json").read_text())  # validated, best weights kept
+    assert summary["best_step"] in (2, 3) and "CIDEr" in summary["best_val"]
     logged = [json.loads(line) for line in (out / "stage1" / "metrics.jsonl").read_text().splitlines()]
     assert any({"itc", "itm", "itg"} <= set(r) for r in logged)  # the three stage-1 losses are logged
     assert (

@@ -27,6 +27,10 @@ def shrink(lm: str) -> list[str]:
         "eval.max_images=6",
         "eval.batch_size=4",
         "eval.max_new_tokens=4",
+        "eval.val_images=4",
+        "train.eval_every=2",
+        "data.similar_share=0.5",
+        "data.similar_pool=3",
     ]
     return [x for s in sets for x in ("--set", s)]
 
@@ -46,6 +50,8 @@ def test_train_then_eval_writes_few_shot_metrics_and_reproduces_them(tmp_path):
     assert metrics["flamingo"]["test_images"] == 6
     assert metrics["train"]["steps"] == 4 and metrics["train"]["trainable_parameters"] > 0
     assert metrics["stage0"]["skipped"].startswith("given LM folder")
+    summary = json.loads((out / "summary.json").read_text())  # validated on val emoji, best weights kept
+    assert summary["best_step"] in (2, 4) and "CIDEr" in summary["best_val"]
     # the demonstrations shown in the example prompt are training captions, one per shot
     ex = metrics["flamingo"]["examples"]["k=4/rices"]
     assert ex["prompt"].count("<image>") == 5 and ex["prompt"].count("<|endofchunk|>") == 4

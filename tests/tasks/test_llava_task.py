@@ -27,6 +27,7 @@ def shrink(lm: str, *extra: str) -> list[str]:
         "stage2.batch_size=4",
         "stage2.train.steps=3",
         "stage2.train.log_every=1",
+        "stage2.train.eval_every=2",
         "eval.max_captions=6",
         "eval.max_questions=8",
         "eval.max_new_tokens=4",
@@ -65,10 +66,13 @@ def test_train_then_eval_writes_metrics(tiny_lm, tmp_path):
     assert decoding["chosen"] == {k: v for k, v in best.items() if not k.startswith("val_")}
     assert set(metrics["baselines"]) == {"nearest_neighbour_caption", "question_only"}
     assert metrics["stage0"]["skipped"].startswith("given LM folder")
-    # stage 2: the 24 questions and the 24 caption requests, repeated data.stage2_caption_repeats = 4 times
-    assert metrics["train"]["samples"] == {"stage1": 24, "stage2": 24 + 4 * 24}
-    assert metrics["train"]["truncation"]["seen"] == 48 and metrics["train"]["all_masked"]["all_masked"] == 0
+    # stage 1: the 24 emoji's 34 reference captions; stage 2: the 24 questions and the caption requests,
+    # repeated data.stage2_caption_repeats = 4 times
+    assert metrics["train"]["samples"] == {"stage1": 34, "stage2": 24 + 4 * 34}
+    assert metrics["train"]["truncation"]["seen"] == 58 and metrics["train"]["all_masked"]["all_masked"] == 0
     assert metrics["timing"]["total"]["cpu_seconds"] > 0
+    summary = json.loads((out / "stage2" / "summary.json").read_text())  # val captions chose the weights
+    assert summary["best_step"] in (2, 3) and "CIDEr" in summary["best_val"]
     # LoRA stage 2: the base LM weights are the ones stage 1 ended with; adapters and projector moved
     s1, s2 = (
         load_file(str(out / "stage1/model/model.safetensors")),

@@ -220,16 +220,19 @@ class Blip2Stage1(nn.Module):
 
 
 class Blip2LM(nn.Module):
-    """Stage 2: Q-Former query outputs → linear projection → soft prefix of a frozen causal LM.
+    """Stage 2: Q-Former query outputs → linear projection → soft prefix of a causal LM.
 
     Args:
         stage1: a (stage-1 trained) :class:`Blip2Stage1`; its Q-Former and ``ln_vision`` keep training.
-        lm: any ``transformers`` causal LM, frozen.
+        lm: any ``transformers`` causal LM, frozen as in BLIP-2.
+        train_lm: also train the LM in stage 2 (a departure from the paper, whose LLMs are strong enough
+            to stay frozen; a small LM pretrained on little text is not).
     """
 
-    def __init__(self, *, stage1: Blip2Stage1, lm: nn.Module) -> None:
+    def __init__(self, *, stage1: Blip2Stage1, lm: nn.Module, train_lm: bool = False) -> None:
         super().__init__()
         self.stage1 = stage1
+        self.train_lm = train_lm
         self.lm = lm.requires_grad_(False)
         lm_dim = lm.get_input_embeddings().embedding_dim  # type: ignore[operator]
         self.proj = nn.Linear(stage1.qformer.dim, lm_dim)
@@ -237,8 +240,8 @@ class Blip2LM(nn.Module):
 
     def set_stage(self, stage: int) -> None:
         """What trains: stage 1 the whole :class:`Blip2Stage1` (not the projection); stage 2 the Q-Former's
-        query path, ``ln_vision`` and the projection (the stage-1 heads and the text path play no part).
-        The LM and the vision encoder are always frozen."""
+        query path, ``ln_vision`` and the projection (the stage-1 heads and the text path play no part),
+        and the LM with ``train_lm``. The vision encoder is always frozen, the LM is in stage 1."""
         if stage not in (1, 2):
             raise ValueError(f"stage must be 1 or 2, got {stage}")
         s1, qf = self.stage1, self.stage1.qformer
@@ -246,6 +249,7 @@ class Blip2LM(nn.Module):
         if s1.vision_encoder is not None:
             s1.vision_encoder.requires_grad_(False)
         self.proj.requires_grad_(stage == 2)
+        self.lm.requires_grad_(stage == 2 and self.train_lm)
         if stage == 2:
             unused = [s1.vision_proj, s1.text_proj, s1.itm_head, s1.lm_head]
             unused += [qf.word_embeddings, qf.position_embeddings]
@@ -255,9 +259,10 @@ class Blip2LM(nn.Module):
             s1.log_temp.requires_grad_(False)
 
     def train(self, mode: bool = True) -> Blip2LM:
-        """Train mode for the Q-Former and projection; the LM (and vision encoder) stay in eval mode."""
+        """Train mode for the Q-Former and projection (and a trained LM); a frozen LM and the vision encoder
+        stay in eval mode."""
         super().train(mode)
-        self.lm.eval()
+        self.lm.train(mode and self.train_lm)
         self.stage1.train(mode)
         return self
 

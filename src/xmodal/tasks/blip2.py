@@ -51,6 +51,9 @@ class Blip2ModelSection:
     image_size: int = 128
     image_stages: list[int] | None = None  # multi-scale tokens, e.g. [4, 5, 7]; None: the last map only
     qformer: QFormerSection = field(default_factory=QFormerSection)
+    # stage 2 also trains the LM (BLIP-2 keeps its LLM frozen; see Blip2LM); lm_lr_scale × stage2 lr
+    train_lm: bool = False
+    lm_lr_scale: float = 1.0
 
 
 @dataclass
@@ -69,6 +72,9 @@ class Blip2EvalSection:
     batch_size: int = 64
     max_new_tokens: int = 12
     max_images: int | None = None
+    # held-out val emoji captioned every stage2.train.eval_every steps: the best CIDEr-D weights are
+    # kept (stage2.train.select_best); 0: no validation, the last weights
+    val_images: int = 150
 
 
 @dataclass
@@ -112,7 +118,7 @@ def build(cfg: Blip2Recipe, lm_dir: Path, vision_dim: int) -> tuple[Any, Any, di
     stage1 = Blip2Stage1(
         qformer=qformer, embed_dim=q.embed_dim, dec_token_id=ids["dec"], pad_token_id=tok.pad_token_id
     )
-    return Blip2LM(stage1=stage1, lm=lm), tok, ids
+    return Blip2LM(stage1=stage1, lm=lm, train_lm=cfg.model.train_lm), tok, ids
 
 
 def caption_ids(tok: Any, captions: list[str], max_len: int) -> list[list[int]]:
@@ -145,18 +151,13 @@ def _split(
 
 
 @torch.no_grad()
-def evaluate(model: Any, tok: Any, cfg: Blip2Recipe) -> dict[str, Any]:
-    """Greedy captions of the test emoji beside the nearest-neighbour baseline."""
-    from xmodal.tasks.caption import nearest_neighbour_captions, score
-    from xmodal.tasks.flamingo import _baseline_tables
-
-    train_items, _ = _split("train", cfg, cfg.max_train_images)
-    test_items, test_table = _split("test", cfg, cfg.eval.max_images)
+def captions(model: Any, tok: Any, table: Tensor, cfg: Blip2Recipe) -> list[str]:
+    """Greedy captions of the images whose features are ``table`` (N, T, C)."""
     model.eval()
     preds: list[str] = []
     start_id = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
-    for i in range(0, len(test_items), cfg.eval.batch_size):
-        feats = test_table[i : i + cfg.eval.batch_size]
+    for i in range(0, len(table), cfg.eval.batch_size):
+        feats = table[i : i + cfg.eval.batch_size]
         prompt = torch.full((len(feats), 1), start_id, dtype=torch.long)
         gen = model.generate(
             prompt,
@@ -169,6 +170,32 @@ def evaluate(model: Any, tok: Any, cfg: Blip2Recipe) -> dict[str, Any]:
             tok.decode([t for t in row if t != tok.pad_token_id], skip_special_tokens=True).strip()
             for row in gen.tolist()
         ]
+    return preds
+
+
+def validator(tok: Any, cfg: Blip2Recipe) -> Any:
+    """The stage-2 trainer's ``evaluate``: greedy captions of ``eval.val_images`` val emoji → CIDEr-D."""
+    from xmodal.tasks.caption import score
+
+    if cfg.eval.val_images <= 0:
+        return None
+    val_items, val_table = _split("val", cfg, cfg.eval.val_images)
+
+    def evaluate(model: Any) -> dict[str, Any]:
+        s = score(val_items, captions(model, tok, val_table, cfg))
+        return {"score": s["CIDEr"], "CIDEr": s["CIDEr"], "Bleu_4": s["Bleu_4"]}
+
+    return evaluate
+
+
+def evaluate(model: Any, tok: Any, cfg: Blip2Recipe) -> dict[str, Any]:
+    """Greedy captions of the test emoji beside the nearest-neighbour baseline."""
+    from xmodal.tasks.caption import nearest_neighbour_captions, score
+    from xmodal.tasks.flamingo import _baseline_tables
+
+    train_items, _ = _split("train", cfg, cfg.max_train_images)
+    test_items, test_table = _split("test", cfg, cfg.eval.max_images)
+    preds = captions(model, tok, test_table, cfg)
     scores = score(test_items, preds)
     baseline = score(test_items, nearest_neighbour_captions(*_baseline_tables(cfg, train_items, test_items)))
     return {
@@ -252,6 +279,10 @@ def cmd_train(args: argparse.Namespace) -> int:
             run_dir=out / name,
             config=config,
             progress=progress_wanted(args),
+            evaluate=validator(tok, cfg) if name == "stage2" else None,
+            lr_scale=(lambda n: cfg.model.lm_lr_scale if n.startswith("lm.") else 1.0)
+            if name == "stage2"
+            else None,
         )
         fit = trainer.fit(resume=bool(args.resume))
         results[name] = {"steps": fit.steps, "seconds": fit.seconds, "cpu_seconds": fit.cpu_seconds}

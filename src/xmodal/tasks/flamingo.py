@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -74,6 +75,10 @@ class FlamingoDataSection:
     images_per_sequence: int = 3
     batch_size: int = 16
     max_len: int = 128
+    # share of sequences made of an anchor image and its nearest training images (RICES neighbours,
+    # among `similar_pool`), the rest random: related images teach the model to use in-context examples
+    similar_share: float = 0.0
+    similar_pool: int = 8
     max_train_images: int | None = None  # caps for smoke runs
 
 
@@ -87,6 +92,11 @@ class FlamingoEvalSection:
     max_new_tokens: int = 12
     max_images: int | None = None
     seed: int = 0
+    # held-out val emoji captioned (k = 0, greedy) every train.eval_every steps: the best CIDEr-D weights
+    # are kept (train.select_best); 0: no validation, the last weights
+    val_images: int = 150
+    val_shots: int = 0  # the validation prompt: this many demonstrations ...
+    val_method: str = "rices"  # ... chosen this way (from the training split)
 
 
 @dataclass
@@ -110,10 +120,10 @@ def load_flamingo_recipe(args: argparse.Namespace) -> FlamingoRecipe:
     from xmodal.train.recipe import load_recipe
 
     cfg = load_recipe(FlamingoRecipe, args.config, getattr(args, "set", None) or [])
-    for m in cfg.eval.methods:
+    for m in [*cfg.eval.methods, cfg.eval.val_method]:
         if m not in ("random", "rices"):
             raise ConfigError(f"eval.methods: unknown demonstration method {m!r} (random or rices)")
-    if any(k < 0 for k in cfg.eval.shots):
+    if any(k < 0 for k in [*cfg.eval.shots, cfg.eval.val_shots]):
         raise ConfigError("eval.shots must be >= 0")
     if cfg.data.images_per_sequence < 1:
         raise ConfigError("data.images_per_sequence must be >= 1")
@@ -209,6 +219,47 @@ def evaluate(model: Any, tok: Any, tokens: Any, cfg: FlamingoRecipe, max_len: in
     }
 
 
+def validator(
+    cfg: FlamingoRecipe,
+    tok: Any,
+    tokens: Any,
+    train_items: list[Any],
+    train_table: torch.Tensor,
+    max_len: int,
+) -> Callable[[Any], dict[str, Any]] | None:
+    """The trainer's ``evaluate``: greedy captions of ``eval.val_images`` val emoji after ``eval.val_shots``
+    demonstrations (``eval.val_method``) → CIDEr-D."""
+    from xmodal.tasks.caption import score
+    from xmodal.train.flamingo import CaptionSequences, few_shot_captions
+
+    if cfg.eval.val_images <= 0:
+        return None
+    val_items, val_table = _split("val", cfg, cfg.eval.val_images)
+    seqs = CaptionSequences(
+        [tok(it.captions[0], add_special_tokens=False)["input_ids"] for it in train_items], tokens, max_len
+    )
+
+    def evaluate(model: Any) -> dict[str, Any]:
+        preds, _ = few_shot_captions(
+            model,
+            tok,
+            seqs,
+            train_items=train_items,
+            train_table=train_table,
+            test_items=val_items,
+            test_table=val_table,
+            k=cfg.eval.val_shots,
+            method=cfg.eval.val_method,  # type: ignore[arg-type]
+            seed=cfg.eval.seed,
+            batch_size=cfg.eval.batch_size,
+            max_new_tokens=cfg.eval.max_new_tokens,
+        )
+        s = score(val_items, preds)
+        return {"score": s["CIDEr"], "CIDEr": s["CIDEr"], "Bleu_4": s["Bleu_4"]}
+
+    return evaluate
+
+
 def _split(
     split: str, cfg: FlamingoRecipe, limit: int | None, *, stages: bool = True
 ) -> tuple[list[Any], torch.Tensor]:
@@ -266,9 +317,10 @@ def _context(cfg: FlamingoRecipe, model: Any) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """``xmodal train configs/flamingo_emoji.yaml``: stage 0, training, few-shot eval, metrics.json."""
+    from xmodal.eval.few_shot import select_demonstrations
     from xmodal.train.checkpoint import write_json_atomic
-    from xmodal.train.flamingo import CaptionSequences, flamingo_loss
-    from xmodal.train.generic import EpochSampler, GenericTrainer
+    from xmodal.train.flamingo import CaptionSequences, SequenceSampler, flamingo_loss
+    from xmodal.train.generic import GenericTrainer
     from xmodal.train.recipe import progress_wanted, train_out
 
     cfg = load_flamingo_recipe(args)
@@ -277,19 +329,36 @@ def cmd_train(args: argparse.Namespace) -> int:
     lm_dir, stage0 = lm_folder(cfg.model.lm, cfg.model.stage0)
     train_items, table = _split("train", cfg, cfg.data.max_train_images)
     model, tok, tokens = build(cfg, lm_dir, table.shape[-1])
+    pairs = [(i, c) for i, it in enumerate(train_items) for c in it.captions]  # every reference trains
     seqs = CaptionSequences(
-        [tok(it.captions[0], add_special_tokens=False)["input_ids"] for it in train_items],
+        [tok(c, add_special_tokens=False)["input_ids"] for _, c in pairs],
         tokens,
         _context(cfg, model),
+        image_of=[i for i, _ in pairs],
     )
     m, d = cfg.data.images_per_sequence, cfg.data
-    sampler = EpochSampler(len(train_items), batch_size=d.batch_size * m, seed=cfg.train.seed)
-    if sampler.batch_size < m:
+    if len(pairs) < m:
         raise ConfigError(f"{len(train_items)} training images cannot fill one sequence of {m}")
+    neighbours = None
+    if d.similar_share > 0:
+        ids = [it.image_id for it in train_items]
+        feats = table.mean(dim=1)
+        pool = min(d.similar_pool, len(train_items) - 1)
+        near = select_demonstrations(
+            ids, ids, pool, method="rices", query_features=feats, pool_features=feats
+        )
+        neighbours = torch.tensor(near, dtype=torch.long)
+    sampler = SequenceSampler(
+        seqs.image_of or [],
+        neighbours,
+        m=m,
+        batch_size=d.batch_size,
+        similar_share=d.similar_share,
+        seed=cfg.train.seed,
+    )
 
     def batch_fn(step: int) -> dict[str, torch.Tensor]:
-        rows = sampler.indices(step)
-        return seqs.training_batch(rows[: len(rows) // m * m].view(-1, m), table)
+        return seqs.training_batch(sampler.rows(step), table)
 
     config = {**to_dict(cfg), "lm_dir": str(lm_dir)}
     trainer = GenericTrainer(
@@ -301,6 +370,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         run_dir=out,
         config=config,
         progress=progress_wanted(args),
+        evaluate=validator(cfg, tok, tokens, train_items, table, _context(cfg, model)),
     )
     fit = trainer.fit(resume=bool(args.resume))
     t1, c1 = time.perf_counter(), time.process_time()

@@ -140,7 +140,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from xmodal.lm.pretrain import stage0_lm
     from xmodal.models.llava_io import build_llava, save_llava
     from xmodal.train.checkpoint import write_json_atomic
-    from xmodal.train.llava import LlavaData, evaluate, train_stage
+    from xmodal.train.llava import LlavaData, evaluate, train_stage, val_caption_scorer
 
     cfg = load_llava_recipe(args)
     out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
@@ -183,7 +183,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     t, c = time.perf_counter(), time.process_time()
     model.set_stage(2)
     r2 = train_stage(
-        model, data, data.stage2, cfg.stage2, tok.pad_token_id, out / "stage2", to_dict(cfg), resume, progress
+        model,
+        data,
+        data.stage2,
+        cfg.stage2,
+        tok.pad_token_id,
+        out / "stage2",
+        to_dict(cfg),
+        resume,
+        progress,
+        evaluate=val_caption_scorer(tok, data, cfg.eval),  # used when stage2.train.eval_every > 0
     )
     clock.lap("stage2", t, c)
     save_llava(out / "model", model, tok, spec_of(cfg, data.table.shape[-1]), {"config": to_dict(cfg)})

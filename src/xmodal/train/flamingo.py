@@ -50,18 +50,21 @@ class FlamingoTokens:
 
 @dataclass
 class CaptionSequences:
-    """Tokenised captions (first reference of each item) and interleaved sequences built from them.
+    """Tokenised captions and interleaved sequences built from them.
 
     Args:
-        captions: token ids of each caption, in item order.
+        captions: token ids of each caption: the first reference of each item (demonstrations), or every
+            (item, reference) pair for training.
         tokens: the special ids.
         max_len: the context (sequences longer are truncated and counted).
+        image_of: the image-table row of each caption (None: caption i shows image i).
     """
 
     captions: list[list[int]]
     tokens: FlamingoTokens
     max_len: int
     truncation: TruncationCounter = field(default_factory=TruncationCounter)
+    image_of: list[int] | None = None
 
     def sequence(self, demo_captions: Sequence[list[int]], query: list[int] | None) -> list[int]:
         """``<bos> (<image> caption <|endofchunk|>)*`` then, for a prompt, ``<image>`` + ``query`` ids."""
@@ -81,8 +84,10 @@ class CaptionSequences:
         return ids
 
     def training_batch(self, rows: Tensor, table: Tensor) -> dict[str, Tensor]:
-        """rows (B, m) training item indices → padded ids, mask, labels and media (B, m, T, C)."""
+        """rows (B, m) caption indices → padded ids, mask, labels and media (B, m, T, C)."""
         seqs = [self.sequence([self.captions[int(i)] for i in row], None) for row in rows]
+        if self.image_of is not None:
+            rows = torch.tensor(self.image_of, dtype=torch.long)[rows]
         ids, mask = pad(seqs, self.tokens.pad, left=False)
         labels = ids.masked_fill(mask == 0, IGNORE_INDEX).masked_fill(ids == self.tokens.image, IGNORE_INDEX)
         if self.tokens.bos is not None:
@@ -173,3 +178,68 @@ def few_shot_captions(
 def example_prompt(train_items: Sequence[CaptionItem], demos: list[int]) -> str:
     """The text of one prompt (for the report): the demonstrations' captions around ``<image>`` markers."""
     return few_shot_text([train_items[j].captions[0] for j in demos])
+
+
+class SequenceSampler:
+    """Which captions make each training sequence: random ones, or an anchor with its nearest neighbours.
+
+    A share ``similar_share`` of the sequences holds an anchor image and ``m - 1`` of its ``pool`` nearest
+    training images (RICES neighbours, Yang et al. 2022, https://arxiv.org/abs/2109.05014), in random
+    order; the rest hold random images. Related images in one sequence are what teaches the model to use
+    in-context examples (Flamingo's M3W pages hold related images; Alayrac et al. 2022, §2.4): the
+    captions of similar images earlier in the sequence help caption the next one, which random sequences
+    never reward. Every batch depends only on (seed, step), so resuming is exact.
+
+    Args:
+        image_of: (P,) the image (item) of each caption; several captions may show one image.
+        neighbours: (N_items, pool) nearest other items of each item, or None (random sequences only).
+        m: images per sequence.
+        batch_size: sequences per batch.
+        similar_share: share of the sequences built from neighbours (0: all random).
+        seed: the run's seed.
+    """
+
+    def __init__(
+        self,
+        image_of: Sequence[int],
+        neighbours: Tensor | None,
+        *,
+        m: int,
+        batch_size: int,
+        similar_share: float = 0.0,
+        seed: int = 0,
+    ) -> None:
+        from xmodal.train.generic import EpochSampler
+
+        if not 0.0 <= similar_share <= 1.0:
+            raise XmodalError(f"similar_share must be in [0, 1], got {similar_share}")
+        if similar_share > 0 and (neighbours is None or neighbours.shape[1] < m - 1):
+            raise XmodalError(f"similar sequences of {m} images need at least {m - 1} neighbours per image")
+        self.image_of = torch.as_tensor(list(image_of), dtype=torch.long)
+        self.neighbours, self.m, self.seed = neighbours, m, seed
+        self.n_similar = round(batch_size * similar_share)
+        self.epochs = EpochSampler(len(self.image_of), batch_size=batch_size * m, seed=seed)
+        self.batch_size = self.epochs.batch_size // m  # capped by the number of captions
+        n_items = int(self.image_of.max()) + 1
+        self.captions_of: list[list[int]] = [[] for _ in range(n_items)]
+        for p, i in enumerate(self.image_of.tolist()):
+            self.captions_of[i].append(p)
+
+    def rows(self, step: int) -> Tensor:
+        """(batch_size, m) caption indices of the sequences at ``step``."""
+        rows = self.epochs.indices(step)[: self.batch_size * self.m].view(-1, self.m).clone()
+        if self.n_similar == 0 or self.neighbours is None:
+            return rows
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
+        anchors = self.image_of[rows[: self.n_similar, 0]]  # (S,) anchor items
+        pool = self.neighbours.shape[1]
+        pick = torch.rand(len(anchors), pool, generator=gen).argsort(dim=1)[:, : self.m - 1]
+        items = torch.cat([anchors[:, None], self.neighbours[anchors].gather(1, pick)], dim=1)  # (S, m)
+        items = items.gather(1, torch.rand(items.shape, generator=gen).argsort(dim=1))
+        which = torch.rand(items.shape, generator=gen)
+        caps = [
+            [self.captions_of[i][int(w * len(self.captions_of[i]))] for i, w in zip(r, ws, strict=True)]
+            for r, ws in zip(items.tolist(), which.tolist(), strict=True)
+        ]
+        rows[: self.n_similar] = torch.tensor(caps, dtype=torch.long)
+        return rows

@@ -121,7 +121,8 @@ class LlavaData:
                 masked=self.masked,
             )
 
-        captions = [(c.image_id, self.caption_prompt, c.captions[0]) for c in self.caption_train]
+        # every reference caption is a sample (as in the caption task): "keycap 1" and "one" both train
+        captions = [(c.image_id, self.caption_prompt, ref) for c in self.caption_train for ref in c.captions]
         self.stage1 = enc(captions)
         self.stage2 = enc([(q.image_id, q.question, q.answer) for q in self.vqa_train])
         if self.stage2_captions:  # the caption requests, repeated to keep their share of stage 2
@@ -166,8 +167,10 @@ def train_stage(
     config: dict[str, Any],
     resume: bool,
     progress: bool,
+    evaluate: Callable[[nn.Module], dict[str, Any]] | None = None,
 ) -> FitResult:
-    """Train ``model`` (its stage already set) on ``samples`` with xmodal's generic loop."""
+    """Train ``model`` (its stage already set) on ``samples`` with xmodal's generic loop (validated by
+    ``evaluate`` every ``stage.train.eval_every`` steps, best weights kept with ``select_best``)."""
     sampler = EpochSampler(len(samples), batch_size=stage.batch_size, seed=stage.train.seed)
 
     def batch_fn(step: int) -> dict[str, Tensor | None]:
@@ -187,8 +190,35 @@ def train_stage(
         run_dir=run_dir,
         config=config,
         progress=progress,
+        evaluate=evaluate,
     )
     return trainer.fit(resume=resume)
+
+
+def val_caption_scorer(
+    tokenizer: Any, data: LlavaData, cfg: LlavaEvalSection
+) -> Callable[[nn.Module], dict[str, Any]] | None:
+    """Greedy captions of the val emoji → ``{"score": CIDEr-D, ...}`` (None without val emoji)."""
+    from xmodal.eval.llava import evaluate_captions
+
+    if not data.caption_val:
+        return None
+    refs: dict[Hashable, Sequence[str]] = {c.image_id: list(c.captions) for c in data.caption_val}
+    tokens = data.tokens_of([c.image_id for c in data.caption_val])
+
+    def evaluate(model: nn.Module) -> dict[str, Any]:
+        scores, _ = evaluate_captions(
+            model,  # type: ignore[arg-type]
+            tokenizer,
+            refs,
+            tokens,
+            prompt=data.caption_prompt,
+            batch_size=cfg.batch_size,
+            max_new_tokens=cfg.max_new_tokens,
+        )
+        return {"score": scores["CIDEr"], "CIDEr": scores["CIDEr"], "Bleu_4": scores["Bleu_4"]}
+
+    return evaluate
 
 
 def caption_decoding(
