@@ -245,3 +245,29 @@ def test_trainable_new_token_rows_start_as_the_lm_and_learn(tiny_lm):
     a = model.generate(input_ids[:, :3], media=media[:, :1], max_new_tokens=4, use_cache=True)
     b = model.generate(input_ids[:, :3], media=media[:, :1], max_new_tokens=4, use_cache=False)
     assert torch.equal(a, b)
+
+
+def test_train_lm_option_trains_the_lm_and_still_starts_as_the_lm(tiny_lm):
+    lm, tok, ids = tiny_lm
+    reference = copy.deepcopy(lm)
+    torch.manual_seed(0)
+    resampler = PerceiverResampler(dim=24, depth=1, n_latents=3, dim_head=8, heads=2, in_dim=20)
+    model = Flamingo(
+        lm=copy.deepcopy(lm),
+        resampler=resampler,
+        media_token_id=ids["<image>"],
+        xattn_heads=2,
+        xattn_dim_head=8,
+        train_lm=True,
+    )
+    input_ids = interleaved(tok, ids, ["a cat face", "yes"])
+    media = torch.randn(1, 2, 5, 20)
+    with torch.no_grad():
+        assert torch.equal(model.eval()(input_ids, media=media).logits, reference(input_ids=input_ids).logits)
+    model.train()
+    assert model.lm.training
+    out = model(input_ids, media=media, labels=input_ids.masked_fill(input_ids == ids["<image>"], -100))
+    assert out.loss is not None
+    out.loss.backward()
+    lm_grads = [p.grad for n, p in model.named_parameters() if n.startswith("lm.") and ".xattn." not in n]
+    assert lm_grads and all(g is not None for g in lm_grads)

@@ -31,6 +31,8 @@ def shrink(lm: str) -> list[str]:
         "stage2.train.eval_every=2",
         "model.train_lm=true",
         "model.lm_lr_scale=0.5",
+        "model.label_smoothing=0.1",
+        "model.lm_dropout=0.2",
     ]
     return [x for s in sets for x in ("--set", s)]
 

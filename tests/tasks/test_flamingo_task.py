@@ -31,6 +31,8 @@ def shrink(lm: str) -> list[str]:
         "train.eval_every=2",
         "data.similar_share=0.5",
         "data.similar_pool=3",
+        "model.label_smoothing=0.1",
+        "model.lm_dropout=0.2",
     ]
     return [x for s in sets for x in ("--set", s)]
 

@@ -28,6 +28,8 @@ def shrink(lm: str, *extra: str) -> list[str]:
         "stage2.train.steps=3",
         "stage2.train.log_every=1",
         "stage2.train.eval_every=2",
+        "model.label_smoothing=0.1",
+        "model.lm_dropout=0.2",
         "eval.max_captions=6",
         "eval.max_questions=8",
         "eval.max_new_tokens=4",

@@ -116,3 +116,22 @@ def context_length(model: nn.Module) -> int | None:
         if isinstance(value, int) and value > 0:
             return value
     return None
+
+
+def set_dropout(module: Any, p: float) -> int:
+    """Set every ``nn.Dropout`` inside ``module`` to probability ``p``; returns how many were changed.
+
+    A small LM fine-tuned on few captions memorises them; more dropout than it was pretrained with is
+    the usual remedy. (Dropout applied functionally from a config value, as in Llama's attention, is
+    not reached.)
+    """
+    from torch import nn
+
+    if not 0.0 <= p < 1.0:
+        raise ValueError(f"dropout must be in [0, 1), got {p}")
+    n = 0
+    for m in module.modules():
+        if isinstance(m, nn.Dropout):
+            m.p = p
+            n += 1
+    return n

@@ -93,3 +93,20 @@ class MaskedCounter:
     def as_dict(self) -> dict[str, Any]:
         """JSON-able summary for a run's metrics."""
         return {"seen": self.seen, "all_masked": self.all_masked, "max_share": self.max_share}
+
+
+def next_token_loss(logits: Any, labels: Any, label_smoothing: float = 0.0) -> Any:
+    """Shifted cross-entropy: ``logits`` (B, N, V) at position i predict ``labels`` (B, N) at i + 1.
+
+    Positions labelled :data:`IGNORE_INDEX` are skipped; ``label_smoothing`` (Szegedy et al. 2016,
+    https://arxiv.org/abs/1512.00567) spreads that much target mass uniformly over the vocabulary. With 0
+    it equals ``transformers``' causal-LM loss.
+    """
+    import torch.nn.functional as F
+
+    return F.cross_entropy(
+        logits[:, :-1].flatten(0, 1).float(),
+        labels[:, 1:].flatten(),
+        ignore_index=IGNORE_INDEX,
+        label_smoothing=label_smoothing,
+    )

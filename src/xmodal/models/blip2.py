@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from xmodal.fusion.qformer import QFormer, QFormerLayer
-from xmodal.lm.sequences import IGNORE_INDEX
+from xmodal.lm.sequences import IGNORE_INDEX, next_token_loss
 
 
 class LMHead(nn.Module):
@@ -233,6 +233,7 @@ class Blip2LM(nn.Module):
         super().__init__()
         self.stage1 = stage1
         self.train_lm = train_lm
+        self.label_smoothing = 0.0  # of the caption loss (xmodal.lm.sequences.next_token_loss)
         self.lm = lm.requires_grad_(False)
         lm_dim = lm.get_input_embeddings().embedding_dim  # type: ignore[operator]
         self.proj = nn.Linear(stage1.qformer.dim, lm_dim)
@@ -302,9 +303,7 @@ class Blip2LM(nn.Module):
         loss = None
         if labels is not None:
             full = torch.cat([labels.new_full((B, Q), IGNORE_INDEX), labels], dim=1)
-            loss = F.cross_entropy(
-                logits[:, :-1].flatten(0, 1).float(), full[:, 1:].flatten(), ignore_index=IGNORE_INDEX
-            )
+            loss = next_token_loss(logits, full, self.label_smoothing)
         return Blip2LMOutput(logits, loss)
 
     @torch.no_grad()

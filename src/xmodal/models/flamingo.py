@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from xmodal.errors import XmodalError
 from xmodal.fusion.gated_xattn import GatedCrossAttentionBlock
 from xmodal.fusion.resampler import PerceiverResampler
-from xmodal.lm.sequences import IGNORE_INDEX
+from xmodal.lm.sequences import next_token_loss
 
 # where transformers keeps the decoder layers, by model family (Llama/Mistral/Qwen, GPT-2, OPT, GPT-NeoX, MPT)
 DECODER_LAYER_PATHS = (
@@ -137,6 +137,8 @@ class Flamingo(nn.Module):
         train_token_ids: ids (e.g. ``<image>``, ``<|endofchunk|>``) whose input and output embedding rows
             train (copies of the LM's rows at first), as open_flamingo does: a frozen LM never learned to
             emit ``<|endofchunk|>``. Default none: only the resampler and the gated blocks train.
+        train_lm: also train the LM's own weights (a departure from Flamingo, whose 70B LM stays frozen;
+            at initialisation the model still equals the LM exactly). Default False: frozen.
     """
 
     def __init__(
@@ -153,11 +155,14 @@ class Flamingo(nn.Module):
         only_attend_immediate_media: bool = True,
         gate_scale: float = 1.0,
         train_token_ids: tuple[int, ...] = (),
+        train_lm: bool = False,
     ) -> None:
         super().__init__()
         if cross_attn_every < 1:
             raise ValueError(f"cross_attn_every must be >= 1, got {cross_attn_every}")
-        lm.requires_grad_(False)
+        self.train_lm = train_lm
+        self.label_smoothing = 0.0  # of the training loss (xmodal.lm.sequences.next_token_loss)
+        lm.requires_grad_(train_lm)
         if vision_encoder is not None:
             vision_encoder.requires_grad_(False)
         self.lm = lm
@@ -194,9 +199,9 @@ class Flamingo(nn.Module):
             self.new_token_out = nn.Parameter(head.weight[rows].detach().clone())
 
     def train(self, mode: bool = True) -> Flamingo:
-        """Train mode for the trainable parts; the frozen LM and encoder always stay in eval mode."""
+        """Train mode for the trainable parts; a frozen LM and the encoder always stay in eval mode."""
         super().train(mode)
-        self.lm.eval()
+        self.lm.train(mode and self.train_lm)
         if self.vision_encoder is not None:
             self.vision_encoder.eval()
         for block in self.xattn_blocks():
@@ -270,9 +275,7 @@ class Flamingo(nn.Module):
         ).logits
         loss = None
         if labels is not None:
-            loss = F.cross_entropy(
-                logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=IGNORE_INDEX
-            )
+            loss = next_token_loss(logits, labels, self.label_smoothing)
         return FlamingoOutput(logits=logits, loss=loss)
 
     def _lm_step(

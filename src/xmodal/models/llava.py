@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from xmodal.errors import XmodalError
-from xmodal.lm.sequences import IGNORE_INDEX
+from xmodal.lm.sequences import IGNORE_INDEX, next_token_loss
 
 ImageTokens = Tensor | list[Tensor]
 
@@ -62,6 +62,7 @@ class Llava(nn.Module):
         super().__init__()
         self.lm = lm
         self.projector = projector
+        self.label_smoothing = 0.0  # of the training loss (xmodal.lm.sequences.next_token_loss)
         self.image_token_id = int(image_token_id)
         self.max_length = max_length
 
@@ -175,6 +176,10 @@ class Llava(nn.Module):
         Shapes: input_ids / attention_mask / labels (B, L); image_tokens (B, T, C) or [(n_i, T, C)].
         """
         embeds, mask, lab = self.splice(input_ids, image_tokens, attention_mask=attention_mask, labels=labels)
+        if lab is not None and self.label_smoothing > 0:
+            out = self.lm(inputs_embeds=embeds, attention_mask=mask)
+            loss = next_token_loss(out.logits, lab, self.label_smoothing)
+            return LlavaOutput(loss=loss, logits=out.logits, labels=lab, attention_mask=mask)
         out = self.lm(inputs_embeds=embeds, attention_mask=mask, labels=lab)
         return LlavaOutput(loss=out.loss, logits=out.logits, labels=lab, attention_mask=mask)
 

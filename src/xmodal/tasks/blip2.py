@@ -54,6 +54,8 @@ class Blip2ModelSection:
     # stage 2 also trains the LM (BLIP-2 keeps its LLM frozen; see Blip2LM); lm_lr_scale × stage2 lr
     train_lm: bool = False
     lm_lr_scale: float = 1.0
+    label_smoothing: float = 0.0  # of the stage-2 caption loss
+    lm_dropout: float | None = None  # the LM's dropout while training (None: as pretrained)
 
 
 @dataclass
@@ -98,6 +100,7 @@ def build(cfg: Blip2Recipe, lm_dir: Path, vision_dim: int) -> tuple[Any, Any, di
     """(Blip2LM with its stage-1 part, tokenizer, {"cls", "dec"} Q-Former ids), seeded."""
     from xmodal.fusion.qformer import QFormer
     from xmodal.lm import load_causal_lm
+    from xmodal.lm.loading import set_dropout
     from xmodal.models.blip2 import Blip2LM, Blip2Stage1
 
     lm, tok = load_causal_lm(lm_dir)
@@ -118,7 +121,11 @@ def build(cfg: Blip2Recipe, lm_dir: Path, vision_dim: int) -> tuple[Any, Any, di
     stage1 = Blip2Stage1(
         qformer=qformer, embed_dim=q.embed_dim, dec_token_id=ids["dec"], pad_token_id=tok.pad_token_id
     )
-    return Blip2LM(stage1=stage1, lm=lm, train_lm=cfg.model.train_lm), tok, ids
+    model = Blip2LM(stage1=stage1, lm=lm, train_lm=cfg.model.train_lm)
+    model.label_smoothing = cfg.model.label_smoothing
+    if cfg.model.lm_dropout is not None:
+        set_dropout(model.lm, cfg.model.lm_dropout)
+    return model, tok, ids
 
 
 def caption_ids(tok: Any, captions: list[str], max_len: int) -> list[list[int]]:

@@ -53,6 +53,7 @@ class XattnSection:
     only_attend_immediate_media: bool = True
     gate_scale: float = 1.0  # tanh(gate_scale * alpha): a gate-only learning-rate multiplier under Adam
     train_new_tokens: bool = True  # <image> / <|endofchunk|> embedding rows train (open_flamingo)
+    train_lm: bool = False  # also train the LM (not Flamingo: its LM is frozen)
 
 
 @dataclass
@@ -66,6 +67,8 @@ class FlamingoModelSection:
     image_stages: list[int] | None = None  # multi-scale tokens, e.g. [4, 5, 7]; None: the last map only
     resampler: ResamplerSection = field(default_factory=ResamplerSection)
     xattn: XattnSection = field(default_factory=XattnSection)
+    label_smoothing: float = 0.0  # of the caption loss
+    lm_dropout: float | None = None  # the LM's dropout while training (None: as pretrained)
 
 
 @dataclass
@@ -134,6 +137,7 @@ def build(cfg: FlamingoRecipe, lm_dir: Path, vision_dim: int) -> tuple[Any, Any,
     """(Flamingo model, tokenizer, special ids) on the LM in ``lm_dir``, seeded."""
     from xmodal.fusion.resampler import PerceiverResampler
     from xmodal.lm import add_multimodal_tokens, load_causal_lm
+    from xmodal.lm.loading import set_dropout
     from xmodal.models.flamingo import Flamingo
     from xmodal.train.flamingo import FlamingoTokens
 
@@ -163,7 +167,11 @@ def build(cfg: FlamingoRecipe, lm_dir: Path, vision_dim: int) -> tuple[Any, Any,
         only_attend_immediate_media=x.only_attend_immediate_media,
         gate_scale=x.gate_scale,
         train_token_ids=(tokens.image, tokens.chunk) if x.train_new_tokens else (),
+        train_lm=x.train_lm,
     )
+    model.label_smoothing = cfg.model.label_smoothing
+    if cfg.model.lm_dropout is not None:
+        set_dropout(model.lm, cfg.model.lm_dropout)
     return model, tok, tokens
 
 

@@ -43,6 +43,8 @@ class LlavaModelSection:
     image_size: int = 128  # 128 px → 4×4 = 16 image tokens; 224 px → 7×7 = 49
     projector: ProjectorConfig = field(default_factory=llava_1_5_projector)
     lora: LoraSettings = field(default_factory=LoraSettings)
+    label_smoothing: float = 0.0  # of the training loss (answer tokens)
+    lm_dropout: float | None = None  # the LM's dropout while training (None: as pretrained)
 
 
 @dataclass
@@ -136,7 +138,7 @@ def spec_of(cfg: LlavaRecipe, vision_dim: int) -> LlavaSpec:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """``xmodal train configs/llava_emoji.yaml``: stages 0-2, evaluation, ``OUT/metrics.json``."""
-    from xmodal.lm.loading import load_causal_lm
+    from xmodal.lm.loading import load_causal_lm, set_dropout
     from xmodal.lm.pretrain import stage0_lm
     from xmodal.models.llava_io import build_llava, save_llava
     from xmodal.train.checkpoint import write_json_atomic
@@ -166,6 +168,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     data = LlavaData.build(cfg, tok, log=_note)
     clock.lap("image_tokens_and_text", t, c)
     model = build_llava(lm, tok, spec_of(cfg, data.table.shape[-1]))
+    model.label_smoothing = cfg.model.label_smoothing
+    if cfg.model.lm_dropout is not None:
+        set_dropout(model.lm, cfg.model.lm_dropout)
     data.encode(tok, model.image_token_id, model.max_length or 10**9)
 
     progress = not args.no_progress and sys.stderr.isatty()
