@@ -30,6 +30,7 @@ def shrink(lm: str, *extra: str) -> list[str]:
         "stage2.train.eval_every=2",
         "model.label_smoothing=0.1",
         "model.lm_dropout=0.2",
+        "model.image_stages=[4,5,7]",  # multi-scale tokens; the baseline keeps the last map
         "eval.max_captions=6",
         "eval.max_questions=8",
         "eval.max_new_tokens=4",
@@ -67,6 +68,20 @@ def test_train_then_eval_writes_metrics(tiny_lm, tmp_path):
     best = max(decoding["val_search"], key=lambda r: (r["val_CIDEr"], r["val_Bleu_4"]))
     assert decoding["chosen"] == {k: v for k, v in best.items() if not k.startswith("val_")}
     assert set(metrics["baselines"]) == {"nearest_neighbour_caption", "question_only"}
+    # the model saw multi-scale tokens, the nearest-neighbour baseline the plain last map as everywhere
+    from xmodal.data.vl import emoji_caption_items
+    from xmodal.tasks.caption import nearest_neighbour_captions, score
+    from xmodal.train.image_tokens import image_token_table
+    from xmodal.train.llava import _spread
+
+    def plain(items):
+        return image_token_table(
+            lambda i: items[i].load(), len(items), encoder_name="efficientnet_lite0", image_size=64
+        )
+
+    train, test = _spread(emoji_caption_items("train"), 24), _spread(emoji_caption_items("test"), 6)
+    want = score(test, nearest_neighbour_captions(plain(train), train, plain(test)))
+    assert metrics["baselines"]["nearest_neighbour_caption"]["captions"] == want
     assert metrics["stage0"]["skipped"].startswith("given LM folder")
     # stage 1: the 24 emoji's 34 reference captions; stage 2: the 24 questions and the caption requests,
     # repeated data.stage2_caption_repeats = 4 times

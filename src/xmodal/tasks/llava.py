@@ -41,6 +41,7 @@ class LlavaModelSection:
     stage0: Stage0Config = field(default_factory=Stage0Config)
     image_encoder: str = "efficientnet_lite0"
     image_size: int = 128  # 128 px → 4×4 = 16 image tokens; 224 px → 7×7 = 49
+    image_stages: list[int] | None = None  # multi-scale tokens, e.g. [4, 5, 7]; None: the last map only
     projector: ProjectorConfig = field(default_factory=llava_1_5_projector)
     lora: LoraSettings = field(default_factory=LoraSettings)
     label_smoothing: float = 0.0  # of the training loss (answer tokens)

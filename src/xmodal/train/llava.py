@@ -53,6 +53,7 @@ class LlavaData:
     vqa_test: list[VQAItem]
     table: Tensor
     row: dict[str, int]
+    plain_table: Tensor | None = None  # last-map tokens for the nearest-neighbour baseline (None: table)
     stage2_captions: bool = True
     stage2_caption_repeats: int = 1
     truncation: TruncationCounter = field(default_factory=TruncationCounter)
@@ -88,8 +89,18 @@ class LlavaData:
             len(ids),
             encoder_name=cfg.model.image_encoder,
             image_size=cfg.model.image_size,
+            stages=cfg.model.image_stages,
             log=log,
         )
+        plain = table
+        if cfg.model.image_stages is not None:  # the baselines use every recipe's plain last-map features
+            plain = image_token_table(
+                lambda i: loaders[ids[i]](),
+                len(ids),
+                encoder_name=cfg.model.image_encoder,
+                image_size=cfg.model.image_size,
+                log=log,
+            )
         return cls(
             caption_prompt=d.caption_prompt,
             caption_train=cap_train,
@@ -98,6 +109,7 @@ class LlavaData:
             vqa_train=train_items,
             vqa_test=test_items,
             table=table,
+            plain_table=plain,
             row={k: i for i, k in enumerate(ids)},
             stage2_captions=d.stage2_captions,
             stage2_caption_repeats=d.stage2_caption_repeats,
@@ -145,10 +157,15 @@ class LlavaData:
         from xmodal.tasks.caption import nearest_neighbour_captions, score
         from xmodal.tasks.vqa import prior_answers
 
+        plain = self.table if self.plain_table is None else self.plain_table
+
+        def tokens(items: Sequence[CaptionItem]) -> Tensor:
+            return plain[torch.tensor([self.row[c.image_id] for c in items])]
+
         nn_caps = nearest_neighbour_captions(
-            self.tokens_of([c.image_id for c in self.caption_train]),
+            tokens(self.caption_train),
             self.caption_train,
-            self.tokens_of([c.image_id for c in self.caption_test]),
+            tokens(self.caption_test),
         )
         answers = prior_answers(self.vqa_train, self.vqa_test)
         return {
