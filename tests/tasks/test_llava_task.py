@@ -21,6 +21,7 @@ def shrink(lm: str, *extra: str) -> list[str]:
         "data.fmnist_images=6",
         "data.max_train_captions=24",
         "data.max_train_questions=24",
+        "data.stage2_caption_repeats=4",
         "stage1.batch_size=4",
         "stage1.train.steps=3",
         "stage1.train.log_every=1",

@@ -1,4 +1,4 @@
-"""The "blip2" recipe: Q-Former stage 1 (ITC + ITM + ITG) then stage 2 into a frozen LM; emoji captions.
+"""The "blip2" recipe: Q-Former stage 1 (ITC + ITM + ITG) then stage 2 into an LM; emoji captions.
 
 Li et al. 2023 (https://arxiv.org/abs/2301.12597); see :mod:`xmodal.models.blip2`.
 
@@ -7,9 +7,10 @@ Li et al. 2023 (https://arxiv.org/abs/2301.12597); see :mod:`xmodal.models.blip2
   uses the same BPE tokenizer plus two tokens of its own, ``[CLS]`` and ``[DEC]``.
 * Image features: the frozen pretrained EfficientNet-Lite0's 4×4 map at 128 px (T = 16, C = 1280), cached.
 * Stage 1: the Q-Former on emoji training captions (every reference is a pair) with ITC + ITM (hard
-  negatives) + ITG. Stage 2: the Q-Former + a linear projection into the frozen LM's input embeddings,
-  captions as targets. Evaluation: greedy captions of the held-out emoji, BLEU-4 / CIDEr-D via
-  :func:`xmodal.metrics.caption_scores`, beside the nearest-neighbour-caption baseline.
+  negatives) + ITG. Stage 2: the Q-Former + a linear projection into the LM's input embeddings (the LM
+  frozen as in BLIP-2, or trained with ``model.train_lm``, as the shipped recipe does), captions as
+  targets, the weights with the best val CIDEr-D kept. Evaluation: greedy captions of the held-out emoji,
+  BLEU-4 / CIDEr-D via :func:`xmodal.metrics.caption_scores`, beside the nearest-neighbour baseline.
 """
 
 from __future__ import annotations

@@ -5,9 +5,12 @@ Alayrac et al. 2022 (https://arxiv.org/abs/2204.14198); see :mod:`xmodal.models.
 * Stage 0: without ``model.lm`` (a local ``AutoModelForCausalLM`` folder) the small GPT-2 of
   :mod:`xmodal.lm.pretrain` is pretrained on the training text (cached; the LLaVA recipe shares it). No
   pretrained decoder-only LM can be had here, so this is stated as stage 0 in the metrics.
-* Image tokens: the frozen pretrained EfficientNet-Lite0's 4×4 map at 128 px (T = 16, C = 1280), cached.
-* Training: only the resampler and the gated blocks, on interleaved train-split sequences
-  ``(<image> caption <|endofchunk|>) × m``.
+* Image tokens: the frozen pretrained EfficientNet-Lite0's 4×4 map at 128 px (T = 16, C = 1280; or
+  multi-scale, ``model.image_stages``), cached.
+* Training: the resampler and the gated blocks (and the LM too with ``model.xattn.train_lm``, which the
+  shipped recipe sets: its small stage-0 LM frozen stays far below the baseline), on interleaved
+  train-split sequences ``(<image> caption <|endofchunk|>) × m`` of every reference caption (optionally of
+  RICES-neighbour images, ``data.similar_share``); the weights with the best val CIDEr-D are kept.
 * Evaluation: held-out emoji captions after k = 0, 2, 4 in-context examples (random and RICES), BLEU-4 /
   CIDEr-D via :func:`xmodal.metrics.caption_scores`, beside the nearest-neighbour-caption baseline.
 """

@@ -185,10 +185,11 @@ class SequenceSampler:
 
     A share ``similar_share`` of the sequences holds an anchor image and ``m - 1`` of its ``pool`` nearest
     training images (RICES neighbours, Yang et al. 2022, https://arxiv.org/abs/2109.05014), in random
-    order; the rest hold random images. Related images in one sequence are what teaches the model to use
-    in-context examples (Flamingo's M3W pages hold related images; Alayrac et al. 2022, §2.4): the
-    captions of similar images earlier in the sequence help caption the next one, which random sequences
-    never reward. Every batch depends only on (seed, step), so resuming is exact.
+    order; the rest hold random images. Related images in one sequence reward using the in-context
+    captions (Flamingo's M3W pages hold related images; Alayrac et al. 2022, §2.4), which random sequences
+    never do. (On the emoji recipe with the 2-layer stage-0 LM it did not help: RICES k = 4 CIDEr-D 0.29
+    with share 0.5 against 0.38 without; see the README.) Every batch depends only on (seed, step), so
+    resuming is exact.
 
     Args:
         image_of: (P,) the image (item) of each caption; several captions may show one image.
