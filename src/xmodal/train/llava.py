@@ -212,27 +212,35 @@ def train_stage(
     return trainer.fit(resume=resume)
 
 
+def val_caption_scores(
+    model: Llava, tokenizer: Any, data: LlavaData, cfg: LlavaEvalSection, generate_kwargs: Any = None
+) -> dict[str, float]:
+    """BLEU/ROUGE-L/CIDEr-D of the val emoji's captions under ``generate_kwargs`` (None: greedy)."""
+    from xmodal.eval.llava import evaluate_captions
+
+    refs: dict[Hashable, Sequence[str]] = {c.image_id: list(c.captions) for c in data.caption_val}
+    scores, _ = evaluate_captions(
+        model,
+        tokenizer,
+        refs,
+        data.tokens_of([c.image_id for c in data.caption_val]),
+        prompt=data.caption_prompt,
+        batch_size=cfg.batch_size,
+        max_new_tokens=cfg.max_new_tokens,
+        generate_kwargs=generate_kwargs,
+    )
+    return scores  # type: ignore[no-any-return]
+
+
 def val_caption_scorer(
     tokenizer: Any, data: LlavaData, cfg: LlavaEvalSection
 ) -> Callable[[nn.Module], dict[str, Any]] | None:
     """Greedy captions of the val emoji → ``{"score": CIDEr-D, ...}`` (None without val emoji)."""
-    from xmodal.eval.llava import evaluate_captions
-
     if not data.caption_val:
         return None
-    refs: dict[Hashable, Sequence[str]] = {c.image_id: list(c.captions) for c in data.caption_val}
-    tokens = data.tokens_of([c.image_id for c in data.caption_val])
 
     def evaluate(model: nn.Module) -> dict[str, Any]:
-        scores, _ = evaluate_captions(
-            model,  # type: ignore[arg-type]
-            tokenizer,
-            refs,
-            tokens,
-            prompt=data.caption_prompt,
-            batch_size=cfg.batch_size,
-            max_new_tokens=cfg.max_new_tokens,
-        )
+        scores = val_caption_scores(model, tokenizer, data, cfg)  # type: ignore[arg-type]
         return {"score": scores["CIDEr"], "CIDEr": scores["CIDEr"], "Bleu_4": scores["Bleu_4"]}
 
     return evaluate
@@ -245,8 +253,6 @@ def caption_decoding(
 
     Only val images take part (never test); without ``cfg.val_captions`` the first pair is returned.
     """
-    from xmodal.eval.llava import evaluate_captions
-
     grid = [
         {"num_beams": b, "length_penalty": lp} if b > 1 else {"num_beams": 1}
         for b in cfg.caption_beams
@@ -254,20 +260,9 @@ def caption_decoding(
     ]
     if not data.caption_val or len(grid) == 1:
         return grid[0], []
-    refs: dict[Hashable, Sequence[str]] = {c.image_id: list(c.captions) for c in data.caption_val}
-    tokens = data.tokens_of([c.image_id for c in data.caption_val])
     search = []
     for kw in grid:
-        scores, _ = evaluate_captions(
-            model,
-            tokenizer,
-            refs,
-            tokens,
-            prompt=data.caption_prompt,
-            batch_size=cfg.batch_size,
-            max_new_tokens=cfg.max_new_tokens,
-            generate_kwargs=kw,
-        )
+        scores = val_caption_scores(model, tokenizer, data, cfg, kw)
         search.append({**kw, "val_Bleu_4": scores["Bleu_4"], "val_CIDEr": scores["CIDEr"]})
     best = max(range(len(grid)), key=lambda i: (search[i]["val_CIDEr"], search[i]["val_Bleu_4"]))
     return grid[best], search
