@@ -82,7 +82,8 @@ class FlamingoDataSection:
     batch_size: int = 16
     max_len: int = 128
     # share of sequences made of an anchor image and its nearest training images (RICES neighbours,
-    # among `similar_pool`), the rest random: related images teach the model to use in-context examples
+    # among `similar_pool`), the rest random: related images reward using in-context captions (it did not
+    # help the emoji recipe: see the README)
     similar_share: float = 0.0
     similar_pool: int = 8
     max_train_images: int | None = None  # caps for smoke runs
@@ -98,8 +99,8 @@ class FlamingoEvalSection:
     max_new_tokens: int = 12
     max_images: int | None = None
     seed: int = 0
-    # held-out val emoji captioned (k = 0, greedy) every train.eval_every steps: the best CIDEr-D weights
-    # are kept (train.select_best); 0: no validation, the last weights
+    # held-out val emoji captioned (greedy, after val_shots demonstrations) every train.eval_every steps:
+    # the best CIDEr-D weights are kept (train.select_best); 0: no validation, the last weights
     val_images: int = 150
     val_shots: int = 0  # the validation prompt: this many demonstrations ...
     val_method: str = "rices"  # ... chosen this way (from the training split)
