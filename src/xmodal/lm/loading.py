@@ -135,3 +135,11 @@ def set_dropout(module: Any, p: float) -> int:
             m.p = p
             n += 1
     return n
+
+
+def set_training_regularisation(model: Any, label_smoothing: float, lm_dropout: float | None) -> None:
+    """A recipe's ``model.label_smoothing`` / ``model.lm_dropout`` onto a model with an ``lm`` and a
+    ``label_smoothing`` attribute (LLaVA, Flamingo, BLIP-2 stage 2); ``lm_dropout`` None keeps the LM's."""
+    model.label_smoothing = label_smoothing
+    if lm_dropout is not None:
+        set_dropout(model.lm, lm_dropout)

@@ -25,8 +25,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from xmodal.config import OptimConfig, TrainConfig, to_dict
+from xmodal.config import to_dict
 from xmodal.lm.pretrain import Stage0Config
+from xmodal.train.recipe import StageSection
 
 
 @dataclass
@@ -60,15 +61,6 @@ class Blip2ModelSection:
 
 
 @dataclass
-class Blip2Stage:
-    """One training stage."""
-
-    batch_size: int = 32
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(eval_every=0, ckpt_every=200))
-
-
-@dataclass
 class Blip2EvalSection:
     """Greedy captioning of the held-out emoji."""
 
@@ -88,8 +80,8 @@ class Blip2Recipe:
     model: Blip2ModelSection = field(default_factory=Blip2ModelSection)
     max_len: int = 24  # caption tokens (Q-Former side: [CLS]/[DEC] included)
     max_train_images: int | None = None
-    stage1: Blip2Stage = field(default_factory=Blip2Stage)
-    stage2: Blip2Stage = field(default_factory=Blip2Stage)
+    stage1: StageSection = field(default_factory=StageSection)
+    stage2: StageSection = field(default_factory=StageSection)
     eval: Blip2EvalSection = field(default_factory=Blip2EvalSection)
 
 
@@ -101,7 +93,7 @@ def build(cfg: Blip2Recipe, lm_dir: Path, vision_dim: int) -> tuple[Any, Any, di
     """(Blip2LM with its stage-1 part, tokenizer, {"cls", "dec"} Q-Former ids), seeded."""
     from xmodal.fusion.qformer import QFormer
     from xmodal.lm import load_causal_lm
-    from xmodal.lm.loading import set_dropout
+    from xmodal.lm.loading import set_training_regularisation
     from xmodal.models.blip2 import Blip2LM, Blip2Stage1
 
     lm, tok = load_causal_lm(lm_dir)
@@ -123,9 +115,7 @@ def build(cfg: Blip2Recipe, lm_dir: Path, vision_dim: int) -> tuple[Any, Any, di
         qformer=qformer, embed_dim=q.embed_dim, dec_token_id=ids["dec"], pad_token_id=tok.pad_token_id
     )
     model = Blip2LM(stage1=stage1, lm=lm, train_lm=cfg.model.train_lm)
-    model.label_smoothing = cfg.model.label_smoothing
-    if cfg.model.lm_dropout is not None:
-        set_dropout(model.lm, cfg.model.lm_dropout)
+    set_training_regularisation(model, cfg.model.label_smoothing, cfg.model.lm_dropout)
     return model, tok, ids
 
 
@@ -183,15 +173,14 @@ def captions(model: Any, tok: Any, table: Tensor, cfg: Blip2Recipe) -> list[str]
 
 def validator(tok: Any, cfg: Blip2Recipe) -> Any:
     """The stage-2 trainer's ``evaluate``: greedy captions of ``eval.val_images`` val emoji → CIDEr-D."""
-    from xmodal.tasks.caption import score
+    from xmodal.tasks.caption import score, val_record
 
     if cfg.eval.val_images <= 0:
         return None
     val_items, val_table = _split("val", cfg, cfg.eval.val_images)
 
     def evaluate(model: Any) -> dict[str, Any]:
-        s = score(val_items, captions(model, tok, val_table, cfg))
-        return {"score": s["CIDEr"], "CIDEr": s["CIDEr"], "Bleu_4": s["Bleu_4"]}
+        return val_record(score(val_items, captions(model, tok, val_table, cfg)))
 
     return evaluate
 

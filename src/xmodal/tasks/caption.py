@@ -207,6 +207,11 @@ def score(items: list[CaptionItem], predictions: list[str]) -> dict[str, float]:
     return {k: float(v) for k, v in caption_scores(refs, preds, meteor=False).items()}
 
 
+def val_record(scores: dict[str, float]) -> dict[str, Any]:
+    """The generic trainer's validation record of caption scores: CIDEr-D is the score to maximise."""
+    return {"score": scores["CIDEr"], "CIDEr": scores["CIDEr"], "Bleu_4": scores["Bleu_4"]}
+
+
 def evaluate(model: Captioner, tok: BPETokenizer, cfg: CaptionRecipe, *, progress: bool) -> dict[str, Any]:
     """Test-split scores of the model (beam search and greedy) beside the nearest-neighbour baseline."""
     t0, c0 = time.perf_counter(), time.process_time()
@@ -285,8 +290,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     def validate(m: torch.nn.Module) -> dict[str, Any]:
         preds = predict(m, tok, val_tokens, beam_size=1, alpha=0.0, max_new_tokens=cfg.eval.max_new_tokens)  # type: ignore[arg-type]
-        s = score(val_items, preds)
-        return {"score": s["CIDEr"], "CIDEr": s["CIDEr"], "Bleu_4": s["Bleu_4"]}
+        return val_record(score(val_items, preds))
 
     trainer = GenericTrainer(
         model,

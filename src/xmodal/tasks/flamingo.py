@@ -141,7 +141,7 @@ def build(cfg: FlamingoRecipe, lm_dir: Path, vision_dim: int) -> tuple[Any, Any,
     """(Flamingo model, tokenizer, special ids) on the LM in ``lm_dir``, seeded."""
     from xmodal.fusion.resampler import PerceiverResampler
     from xmodal.lm import add_multimodal_tokens, load_causal_lm
-    from xmodal.lm.loading import set_dropout
+    from xmodal.lm.loading import set_training_regularisation
     from xmodal.models.flamingo import Flamingo
     from xmodal.train.flamingo import FlamingoTokens
 
@@ -173,9 +173,7 @@ def build(cfg: FlamingoRecipe, lm_dir: Path, vision_dim: int) -> tuple[Any, Any,
         train_token_ids=(tokens.image, tokens.chunk) if x.train_new_tokens else (),
         train_lm=x.train_lm,
     )
-    model.label_smoothing = cfg.model.label_smoothing
-    if cfg.model.lm_dropout is not None:
-        set_dropout(model.lm, cfg.model.lm_dropout)
+    set_training_regularisation(model, cfg.model.label_smoothing, cfg.model.lm_dropout)
     return model, tok, tokens
 
 
@@ -241,7 +239,7 @@ def validator(
 ) -> Callable[[Any], dict[str, Any]] | None:
     """The trainer's ``evaluate``: greedy captions of ``eval.val_images`` val emoji after ``eval.val_shots``
     demonstrations (``eval.val_method``) → CIDEr-D."""
-    from xmodal.tasks.caption import score
+    from xmodal.tasks.caption import score, val_record
     from xmodal.train.flamingo import CaptionSequences, few_shot_captions
 
     if cfg.eval.val_images <= 0:
@@ -266,8 +264,7 @@ def validator(
             batch_size=cfg.eval.batch_size,
             max_new_tokens=cfg.eval.max_new_tokens,
         )
-        s = score(val_items, preds)
-        return {"score": s["CIDEr"], "CIDEr": s["CIDEr"], "Bleu_4": s["Bleu_4"]}
+        return val_record(score(val_items, preds))
 
     return evaluate
 

@@ -26,11 +26,12 @@ from typing import Any
 
 import torch
 
-from xmodal.config import OptimConfig, TrainConfig, load_recipe, to_dict
+from xmodal.config import load_recipe, to_dict
 from xmodal.errors import XmodalError
 from xmodal.fusion.projector import ProjectorConfig, llava_1_5_projector
 from xmodal.lm.pretrain import Stage0Config
 from xmodal.models.llava_io import LlavaSpec, LoraSettings
+from xmodal.train.recipe import StageSection
 
 
 @dataclass
@@ -61,15 +62,6 @@ class LlavaDataSection:
     max_train_captions: int | None = None  # caps for smoke runs (None: every training item)
     max_train_questions: int | None = None
     max_masked_share: float = 0.01  # stop when more samples than this lose every answer token
-
-
-@dataclass
-class StageSection:
-    """One training stage: batch size, optimiser, loop (xmodal.train.generic)."""
-
-    batch_size: int = 32
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(eval_every=0, ckpt_every=100))
 
 
 @dataclass
@@ -139,7 +131,7 @@ def spec_of(cfg: LlavaRecipe, vision_dim: int) -> LlavaSpec:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """``xmodal train configs/llava_emoji.yaml``: stages 0-2, evaluation, ``OUT/metrics.json``."""
-    from xmodal.lm.loading import load_causal_lm, set_dropout
+    from xmodal.lm.loading import load_causal_lm, set_training_regularisation
     from xmodal.lm.pretrain import stage0_lm
     from xmodal.models.llava_io import build_llava, save_llava
     from xmodal.train.checkpoint import write_json_atomic
@@ -169,9 +161,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     data = LlavaData.build(cfg, tok, log=_note)
     clock.lap("image_tokens_and_text", t, c)
     model = build_llava(lm, tok, spec_of(cfg, data.table.shape[-1]))
-    model.label_smoothing = cfg.model.label_smoothing
-    if cfg.model.lm_dropout is not None:
-        set_dropout(model.lm, cfg.model.lm_dropout)
+    set_training_regularisation(model, cfg.model.label_smoothing, cfg.model.lm_dropout)
     data.encode(tok, model.image_token_id, model.max_length or 10**9)
 
     progress = not args.no_progress and sys.stderr.isatty()

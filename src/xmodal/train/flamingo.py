@@ -66,6 +66,9 @@ class CaptionSequences:
     truncation: TruncationCounter = field(default_factory=TruncationCounter)
     image_of: list[int] | None = None
 
+    def __post_init__(self) -> None:
+        self._image_rows = None if self.image_of is None else torch.tensor(self.image_of, dtype=torch.long)
+
     def sequence(self, demo_captions: Sequence[list[int]], query: list[int] | None) -> list[int]:
         """``<bos> (<image> caption <|endofchunk|>)*`` then, for a prompt, ``<image>`` + ``query`` ids."""
         t = self.tokens
@@ -86,8 +89,8 @@ class CaptionSequences:
     def training_batch(self, rows: Tensor, table: Tensor) -> dict[str, Tensor]:
         """rows (B, m) caption indices → padded ids, mask, labels and media (B, m, T, C)."""
         seqs = [self.sequence([self.captions[int(i)] for i in row], None) for row in rows]
-        if self.image_of is not None:
-            rows = torch.tensor(self.image_of, dtype=torch.long)[rows]
+        if self._image_rows is not None:
+            rows = self._image_rows[rows]
         ids, mask = pad(seqs, self.tokens.pad, left=False)
         labels = ids.masked_fill(mask == 0, IGNORE_INDEX).masked_fill(ids == self.tokens.image, IGNORE_INDEX)
         if self.tokens.bos is not None:

@@ -30,7 +30,8 @@ from xmodal.train.generic import EpochSampler, FitResult, GenericTrainer
 
 if TYPE_CHECKING:
     from xmodal.data.vl import CaptionItem, VQAItem
-    from xmodal.tasks.llava import LlavaEvalSection, LlavaRecipe, StageSection
+    from xmodal.tasks.llava import LlavaEvalSection, LlavaRecipe
+    from xmodal.train.recipe import StageSection
 
 
 def _spread(items: list[Any], cap: int | None) -> list[Any]:
@@ -53,7 +54,9 @@ class LlavaData:
     vqa_test: list[VQAItem]
     table: Tensor
     row: dict[str, int]
-    plain_table: Tensor | None = None  # last-map tokens for the nearest-neighbour baseline (None: table)
+    # last-map tokens of the caption images (the first rows of `table`) for the nearest-neighbour
+    # baseline when `table` holds multi-scale tokens (None: `table` itself)
+    plain_table: Tensor | None = None
     stage2_captions: bool = True
     stage2_caption_repeats: int = 1
     truncation: TruncationCounter = field(default_factory=TruncationCounter)
@@ -80,6 +83,7 @@ class LlavaData:
         loaders: dict[str, Callable[[], Any]] = {}
         for item in [*cap_train, *cap_test, *cap_val]:
             loaders.setdefault(item.image_id, item.load)
+        cap_loaders = list(loaders.values())  # rows 0 .. n-1 of `table` are the caption images
         for vset, items in ((vqa_train, train_items), (vqa_test, test_items)):
             for q in items:
                 loaders.setdefault(q.image_id, functools.partial(vset.load_image, q.image_id))
@@ -92,11 +96,11 @@ class LlavaData:
             stages=cfg.model.image_stages,
             log=log,
         )
-        plain = table
-        if cfg.model.image_stages is not None:  # the baselines use every recipe's plain last-map features
-            plain = image_token_table(
-                lambda i: loaders[ids[i]](),
-                len(ids),
+        plain = None
+        if cfg.model.image_stages is not None:  # the baseline uses every recipe's plain last-map features,
+            plain = image_token_table(  # of the caption images only: the first rows of `table`
+                lambda i: cap_loaders[i](),
+                len(cap_loaders),
                 encoder_name=cfg.model.image_encoder,
                 image_size=cfg.model.image_size,
                 log=log,
@@ -240,8 +244,9 @@ def val_caption_scorer(
         return None
 
     def evaluate(model: nn.Module) -> dict[str, Any]:
-        scores = val_caption_scores(model, tokenizer, data, cfg)  # type: ignore[arg-type]
-        return {"score": scores["CIDEr"], "CIDEr": scores["CIDEr"], "Bleu_4": scores["Bleu_4"]}
+        from xmodal.tasks.caption import val_record
+
+        return val_record(val_caption_scores(model, tokenizer, data, cfg))  # type: ignore[arg-type]
 
     return evaluate
 

@@ -9,17 +9,28 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
 
-from xmodal.config import apply_override, from_dict
+from xmodal.config import OptimConfig, TrainConfig, apply_override, from_dict
 from xmodal.errors import ConfigError, XmodalError
 from xmodal.train.checkpoint import MODEL_FILE, read_state
 from xmodal.train.loop import resume_available
 
 T = TypeVar("T")
+
+
+@dataclass
+class StageSection:
+    """One training stage of a multi-stage recipe (LLaVA, BLIP-2): batch size, optimiser, loop
+    (:class:`xmodal.train.generic.GenericTrainer`)."""
+
+    batch_size: int = 32
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(eval_every=0, ckpt_every=100))
 
 
 def load_recipe(cls: type[T], path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> T:
