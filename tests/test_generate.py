@@ -117,6 +117,27 @@ def test_greedy_stops_at_eos_and_at_max_length():
     assert beam.tokens == [[2, 2, 2]] and beam.finished == [True]
 
 
+def test_any_of_several_stop_ids_ends_a_sequence():
+    class TwoStops(nn.Module):
+        """Token 2, then (from position 2) stop id 3 after prompt [1] and stop id EOS after prompt [2]."""
+
+        def forward(self, input_ids, encoder_hidden_states):
+            B, T = input_ids.shape
+            logits = torch.zeros(B, T, V)
+            logits[:, :, 2] = 5.0
+            first = input_ids[:, 0]
+            logits[first == 1, 2:, 3] = 10.0
+            logits[first == 2, 2:, EOS] = 10.0
+            return logits
+
+    step, prompt = decoder_step(TwoStops()), torch.tensor([[1], [2]])
+    for search in (greedy_search, beam_search):
+        gen = search(step, torch.zeros(2, 1, 1), prompt, eos=[3, EOS], max_new_tokens=10)
+        assert gen.tokens == [[2, 2], [2, 2]] and gen.finished == [True, True], search
+        only = search(step, torch.zeros(2, 1, 1), prompt, eos=3, max_new_tokens=4)
+        assert only.finished == [True, False] and only.tokens[1] == [2, 2, EOS, EOS]
+
+
 def test_length_penalty_and_state_expansion():
     assert length_penalty(1, 0.7) == 1.0 and length_penalty(7, 1.0) == 2.0 and length_penalty(9, 0.0) == 1.0
     state = {"a": torch.arange(3), "b": (torch.arange(6).view(3, 2), None)}

@@ -23,7 +23,7 @@ sequences it returns the exhaustive optimum (tested).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -82,17 +82,26 @@ def decoder_step(model: nn.Module, **kwargs: Any) -> StepFn:
     return step
 
 
+def stop_ids(eos: int | Sequence[int]) -> frozenset[int]:
+    """The ids that end a sequence: one, or several (e.g. eos and Flamingo's ``<|endofchunk|>``)."""
+    return frozenset([eos] if isinstance(eos, int) else eos)
+
+
 @torch.no_grad()
-def greedy_search(step: StepFn, state: Any, prompt: Tensor, *, eos: int, max_new_tokens: int) -> Generation:
+def greedy_search(
+    step: StepFn, state: Any, prompt: Tensor, *, eos: int | Sequence[int], max_new_tokens: int
+) -> Generation:
     """The most likely next token, each step, until ``eos`` or ``max_new_tokens``.
 
     Args:
         step: the model (see the module docstring).
         state: conditioning with batch first (B, ...).
         prompt: (B, t0) int64 start tokens (at least one per row, the same length for all rows).
-        eos: the end-of-sequence id.
+        eos: the end-of-sequence id, or several ids that each end a sequence.
         max_new_tokens: the most tokens generated per row (``eos`` included).
     """
+    stops = stop_ids(eos)
+    fill = min(stops)
     B = prompt.shape[0]
     tokens = prompt
     live = torch.ones(B, dtype=torch.bool)
@@ -103,11 +112,11 @@ def greedy_search(step: StepFn, state: Any, prompt: Tensor, *, eos: int, max_new
         rows = live.nonzero().squeeze(1)
         logp = step(tokens[rows], expand_state(state, rows)).float().log_softmax(-1)  # (b, V)
         best_lp, best = logp.max(-1)
-        nxt = torch.full((B,), eos, dtype=torch.long)
+        nxt = torch.full((B,), fill, dtype=torch.long)
         nxt[rows] = best.cpu()
         for r, tok, lp in zip(rows.tolist(), best.tolist(), best_lp.tolist(), strict=True):
             scores[r] += lp
-            if tok == eos:
+            if tok in stops:
                 finished[r] = True
                 live[r] = False
             else:
@@ -124,7 +133,7 @@ def beam_search(
     state: Any,
     prompt: Tensor,
     *,
-    eos: int,
+    eos: int | Sequence[int],
     max_new_tokens: int,
     beam_size: int = 4,
     alpha: float = 0.0,
@@ -141,6 +150,7 @@ def beam_search(
     """
     if beam_size < 1:
         raise ValueError(f"beam_size must be >= 1, got {beam_size}")
+    stops = stop_ids(eos)
     B, K = prompt.shape[0], beam_size
     rows = torch.arange(B).repeat_interleave(K)  # slot b*K + k belongs to prompt b
     tokens = prompt.repeat_interleave(K, dim=0)  # (B*K, t)
@@ -166,7 +176,7 @@ def beam_search(
                 if not math.isfinite(s):
                     continue
                 prefix = tokens[b * K + int(src[b, k]), prompt.shape[1] :].tolist()
-                ends = int(tok[b, k]) == eos
+                ends = int(tok[b, k]) in stops
                 if ends or t == max_new_tokens:
                     hyp = (s / lp_t, prefix if ends else [*prefix, int(tok[b, k])], ends)
                     if best[b] is None or hyp[0] > best[b][0]:  # type: ignore[index]

@@ -200,3 +200,29 @@ def test_train_lm_unfreezes_the_lm_in_stage_2_only(tiny_lm):
     torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1).step()
     changed = [n for n, v in model.lm.state_dict().items() if not torch.equal(v, before[n])]
     assert changed and any("wte" in n or "embed_tokens" in n for n in changed)
+
+
+def test_beam_search_scores_its_captions_exactly_and_beam_one_is_greedy(tiny_lm):
+    lm, tok = tiny_lm
+    torch.manual_seed(1)
+    model = Blip2LM(stage1=stage1(), lm=copy.deepcopy(lm)).eval()
+    features = batch(3)[0]
+    start = torch.full((3, 1), tok.eos_token_id)
+    eos = 5  # a frequent id of the random LM, so that some beams finish before max_new_tokens
+    greedy = model.generate(start, features=features, max_new_tokens=5, eos_token_id=eos, pad_token_id=-1)
+    one = model.generate(
+        start, features=features, max_new_tokens=5, eos_token_id=eos, pad_token_id=-1, beam_size=1
+    )
+    assert torch.equal(one, greedy)
+    found = model.beam_search(start, model.prefix(features=features), eos=eos, max_new_tokens=5, beam_size=4)
+    for b in range(3):
+        seq = found.tokens[b] + ([eos] if found.finished[b] else [])
+        ids = torch.tensor([[int(start[b, 0]), *seq]])
+        with torch.no_grad():
+            logp = model(ids, features=features[b : b + 1]).logits[0, 8:-1].log_softmax(-1)  # 8 queries
+        assert found.scores[b] == pytest.approx(float(logp.gather(1, ids[0, 1:, None]).sum()), abs=1e-4)
+    padded = model.generate(
+        start, features=features, max_new_tokens=5, eos_token_id=eos, pad_token_id=-1, beam_size=4
+    )
+    for b in range(3):
+        assert [t for t in padded[b].tolist() if t != -1] == found.tokens[b]

@@ -168,6 +168,41 @@ def test_greedy_generation_with_left_padding_matches_unpadded(tiny_lm):
     assert torch.equal(both, plain)
 
 
+def test_beam_search_with_left_padding_scores_its_captions_and_beam_one_is_greedy(tiny_lm):
+    lm, tok, ids = tiny_lm
+    model = build(copy.deepcopy(lm), ids, every=1).eval()
+    for block in model.xattn_blocks():
+        nn.init.constant_(block.attn_gate, 0.5)
+    long = interleaved(tok, ids, ["a red apple", "a cat"])[:, :-1]
+    short = interleaved(tok, ids, ["", "a cat"])[:, :-1]
+    pad = long.shape[1] - short.shape[1]
+    batch = torch.cat([long, torch.cat([torch.zeros(1, pad, dtype=torch.long), short], dim=1)])
+    media = torch.randn(2, 2, 5, 20)
+    mask = torch.ones_like(batch)
+    mask[1, :pad] = 0
+    stops = [ids["<|endofchunk|>"], 7]  # several stop ids, one of them frequent for the random LM
+    greedy = model.generate(batch, media=media, attention_mask=mask, max_new_tokens=6, eos_token_id=stops)
+    one = model.beam_search(batch, media=media, attention_mask=mask, eos=stops, max_new_tokens=6, beam_size=1)
+    for b in range(2):
+        row = greedy[b].tolist()
+        ended = next((i for i, t in enumerate(row) if t in stops), None)
+        assert one.tokens[b] == (row if ended is None else row[:ended])
+        assert one.finished[b] == (ended is not None)
+    eos = 7
+    found = model.beam_search(batch, media=media, attention_mask=mask, eos=eos, max_new_tokens=6, beam_size=3)
+    alone = model.beam_search(short, media=media[1:], eos=eos, max_new_tokens=6, beam_size=3)
+    assert found.tokens[1] == alone.tokens[0] and found.scores[1] == pytest.approx(alone.scores[0], abs=1e-5)
+    for b, prompt in enumerate((long, short)):  # the score is the model's log-probability of what it returns
+        seq = found.tokens[b] + ([eos] if found.finished[b] else [])
+        full = torch.cat([prompt, torch.tensor([seq])], dim=1)
+        with torch.no_grad():
+            logits = model(full, media=media[b : b + 1]).logits[0, prompt.shape[1] - 1 : -1].clone()
+        logits[:, ids["<image>"]] = float("-inf")
+        want = logits.log_softmax(-1).gather(1, torch.tensor(seq)[:, None]).sum()
+        assert found.scores[b] == pytest.approx(float(want), abs=1e-4)
+        assert ids["<image>"] not in found.tokens[b]
+
+
 def test_cached_decoding_attends_to_the_images_of_the_prompt(tiny_lm):
     """With the key/value cache, a new token must see the last prompt image (immediate mode) or all of
     them: its logits match a full forward over the prompt + that token."""

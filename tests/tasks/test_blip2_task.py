@@ -33,6 +33,8 @@ def shrink(lm: str) -> list[str]:
         "model.lm_lr_scale=0.5",
         "model.label_smoothing=0.1",
         "model.lm_dropout=0.2",
+        "eval.beam_sizes=[1, 2]",
+        "eval.alphas=[0.0, 1.0]",
     ]
     return [x for s in sets for x in ("--set", s)]
 
@@ -47,6 +49,12 @@ def test_train_then_eval_writes_caption_metrics_and_reproduces_them(tmp_path):
     b = metrics["blip2"]
     assert b["test_images"] == 5 and 0 <= b["model"]["Bleu_4"] <= 1
     assert set(b["beats_nearest_neighbour"]) == {"Bleu_4", "CIDEr"}
+    d = b["decoding"]  # greedy and two beam settings tried on the val emoji; the best val CIDEr-D chosen
+    assert [(t["beam_size"], t["alpha"]) for t in d["tried"]] == [(1, 0.0), (2, 0.0), (2, 1.0)]
+    best = max(d["tried"], key=lambda t: t["val_CIDEr"])
+    assert d["chosen_on"] == "val CIDEr-D" and best["val_CIDEr"] == max(t["val_CIDEr"] for t in d["tried"])
+    assert (d["beam_size"], d["alpha"]) == (best["beam_size"], best["alpha"])
+    assert (b["model"] == b["model_greedy"]) or d["beam_size"] > 1
     assert metrics["train"]["stage1"]["steps"] == 3 and metrics["train"]["stage2"]["steps"] == 3
     summary = json.loads((out / "stage2" / "summary.json").read_text())  # validated, best weights kept
     assert summary["best_step"] in (2, 3) and "CIDEr" in summary["best_val"]

@@ -33,6 +33,8 @@ def shrink(lm: str) -> list[str]:
         "data.similar_pool=3",
         "model.label_smoothing=0.1",
         "model.lm_dropout=0.2",
+        "eval.beam_sizes=[1, 2]",
+        "eval.alphas=[0.6]",
     ]
     return [x for s in sets for x in ("--set", s)]
 
@@ -50,6 +52,10 @@ def test_train_then_eval_writes_few_shot_metrics_and_reproduces_them(tmp_path):
     for r in fs.values():
         assert 0 <= r["Bleu_4"] <= 1 and r["CIDEr"] >= 0
     assert metrics["flamingo"]["test_images"] == 6
+    d = metrics["flamingo"]["decoding"]  # greedy and a beam tried on the val emoji, the better one used
+    assert [(t["beam_size"], t["alpha"]) for t in d["tried"]] == [(1, 0.0), (2, 0.6)]
+    best = max(d["tried"], key=lambda t: t["val_CIDEr"])
+    assert (d["beam_size"], d["alpha"]) == (best["beam_size"], best["alpha"])
     assert metrics["train"]["steps"] == 4 and metrics["train"]["trainable_parameters"] > 0
     assert metrics["stage0"]["skipped"].startswith("given LM folder")
     summary = json.loads((out / "summary.json").read_text())  # validated on val emoji, best weights kept

@@ -118,3 +118,56 @@ def test_too_many_all_masked_samples_stop_the_run(tmp_path, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "have no answer token left" in err and "the limit is 1.0%" in err
+
+
+def test_neighbour_captions_rank_by_similarity_and_never_retrieve_the_query_itself():
+    from pathlib import Path
+
+    from xmodal.data.vl import CaptionItem
+    from xmodal.tasks.caption import nearest_neighbour_captions, neighbour_captions
+
+    items = [CaptionItem(f"emoji/{i}", Path("x.png"), (f"name {i}", f"short {i}")) for i in range(4)]
+    train = torch.eye(4)[:, None, :].repeat(1, 2, 1)  # (4, 2, 4): item i points along axis i
+    query = torch.tensor([[[1.0, 0.5, 0.2, 0.0]], [[0.05, 0.1, 0.0, 1.0]]])  # (2, 1, 4)
+    assert neighbour_captions(train, items, query, k=3) == [
+        ["name 0", "name 1", "name 2"],
+        ["name 3", "name 1", "name 0"],
+    ]
+    assert nearest_neighbour_captions(train, items, query) == ["name 0", "name 3"]
+    # leave-one-out: a training image as the query skips itself, keeps the order of the others
+    again = neighbour_captions(train, items, query, k=2, image_ids=["emoji/0", "emoji/9"])
+    assert again == [["name 1", "name 2"], ["name 3", "name 1"]]
+
+
+def test_retrieval_augmented_caption_prompts(tiny_lm):
+    """data.retrieved_captions: each caption request leads with the first references of its most similar
+    training emoji (never itself), the test ones retrieve the nearest-neighbour baseline's caption first."""
+    from xmodal.lm import add_multimodal_tokens, load_causal_lm
+    from xmodal.tasks.caption import nearest_neighbour_captions, neighbour_captions
+    from xmodal.tasks.llava import LlavaRecipe
+    from xmodal.train.llava import LlavaData
+    from xmodal.train.recipe import load_recipe
+
+    sets = ["data.retrieved_captions=2", "model.image_size=64", "data.fmnist_images=6"]
+    sets += ["data.max_train_captions=24", "data.max_train_questions=24", "eval.max_captions=6"]
+    sets += ["eval.max_questions=8", "eval.val_captions=4"]
+    cfg = load_recipe(LlavaRecipe, CONFIG, sets)
+    lm, tok = load_causal_lm(tiny_lm)
+    data = LlavaData.build(cfg, tok)
+    rows = torch.tensor
+    train = data.table[rows([data.row[c.image_id] for c in data.caption_train])]
+    for items in (data.caption_train, data.caption_val, data.caption_test):
+        want = neighbour_captions(
+            train, data.caption_train, data.table[rows([data.row[c.image_id] for c in items])], k=3
+        )
+        for c, caps in zip(items, want, strict=True):
+            caps = [x for x in caps if x != c.captions[0] or items is not data.caption_train][:2]
+            assert data.prompt_of(c.image_id) == f"similar: {'; '.join(caps)}. what emoji is this?"
+    test = data.table[rows([data.row[c.image_id] for c in data.caption_test])]
+    for c, nn_caption in zip(
+        data.caption_test, nearest_neighbour_captions(train, data.caption_train, test), strict=True
+    ):
+        assert data.prompt_of(c.image_id).startswith(f"similar: {nn_caption}; ")
+    ids = add_multimodal_tokens(tok, lm)
+    data.encode(tok, ids["<image>"], 256)
+    assert "similar: " in tok.decode(data.stage1[0].input_ids)

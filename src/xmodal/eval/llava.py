@@ -84,12 +84,17 @@ def evaluate_captions(
     references: Mapping[Hashable, Sequence[str]],
     image_tokens: Tensor,
     *,
-    prompt: str,
+    prompt: str | Sequence[str],
     **kwargs: Any,
 ) -> tuple[dict[str, Any], dict[Hashable, str]]:
-    """Caption every image (``image_tokens`` in ``references`` order) → (caption_scores, predictions)."""
+    """Caption every image (``image_tokens`` in ``references`` order) → (caption_scores, predictions).
+
+    ``prompt``: one request for every image, or one per image (in ``references`` order)."""
     ids = list(references)
-    preds = generate_answers(model, tokenizer, [prompt] * len(ids), image_tokens, **kwargs)
+    prompts = [prompt] * len(ids) if isinstance(prompt, str) else list(prompt)
+    if len(prompts) != len(ids):
+        raise ValueError(f"{len(prompts)} prompts for {len(ids)} images")
+    preds = generate_answers(model, tokenizer, prompts, image_tokens, **kwargs)
     predictions: dict[Hashable, str] = dict(zip(ids, preds, strict=True))
     return caption_scores(references, predictions, meteor=False), predictions
 

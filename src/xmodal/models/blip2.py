@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from xmodal.fusion.qformer import QFormer, QFormerLayer
+from xmodal.generate import Generation, beam_search
 from xmodal.lm.sequences import IGNORE_INDEX, next_token_loss
 
 
@@ -316,9 +317,29 @@ class Blip2LM(nn.Module):
         max_new_tokens: int = 20,
         eos_token_id: int | None = None,
         pad_token_id: int = 0,
+        beam_size: int = 1,
+        alpha: float = 0.0,
     ) -> Tensor:
-        """Greedy decoding after the visual prefix and a (B, N) prompt → (B, ≤ max_new_tokens) ids."""
+        """Greedy decoding (or, with ``beam_size`` > 1, :func:`xmodal.generate.beam_search` with GNMT length
+        penalty ``alpha``) after the visual prefix and a (B, N) prompt → (B, ≤ max_new_tokens) ids, padded
+        with ``pad_token_id`` after each sample's end (eos kept in greedy output, dropped from beams)."""
         prefix = self.prefix(images, features)
+        if beam_size > 1:
+            if eos_token_id is None:
+                raise ValueError("beam search needs eos_token_id")
+            found = self.beam_search(
+                input_ids,
+                prefix,
+                eos=eos_token_id,
+                max_new_tokens=max_new_tokens,
+                beam_size=beam_size,
+                alpha=alpha,
+            )
+            width = max([len(t) for t in found.tokens] + [1])
+            out_ids = input_ids.new_full((input_ids.shape[0], width), pad_token_id)
+            for b, toks in enumerate(found.tokens):
+                out_ids[b, : len(toks)] = torch.tensor(toks, dtype=out_ids.dtype)
+            return out_ids
         done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
         out = []
         for _ in range(max_new_tokens):
@@ -331,3 +352,24 @@ class Blip2LM(nn.Module):
                 break
             input_ids = torch.cat([input_ids, nxt[:, None]], dim=1)
         return torch.stack(out, dim=1) if out else input_ids.new_zeros(input_ids.shape[0], 0)
+
+    @torch.no_grad()
+    def beam_search(
+        self,
+        input_ids: Tensor,
+        prefix: Tensor,
+        *,
+        eos: int,
+        max_new_tokens: int,
+        beam_size: int,
+        alpha: float = 0.0,
+    ) -> Generation:
+        """:func:`xmodal.generate.beam_search` over the LM after ``prefix`` (B, Q, lm_dim) and the (B, N)
+        prompt; each step reruns prefix + text (no cache: captions are short)."""
+
+        def step(tokens: Tensor, state: Tensor) -> Tensor:
+            return self(tokens, prefix=state).logits[:, -1]  # type: ignore[no-any-return]
+
+        return beam_search(
+            step, prefix, input_ids, eos=eos, max_new_tokens=max_new_tokens, beam_size=beam_size, alpha=alpha
+        )

@@ -12,6 +12,7 @@ marker precedes it most recently. With the gates at 0 the model's logits are exa
 from __future__ import annotations
 
 import inspect
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +23,7 @@ from torch import Tensor, nn
 from xmodal.errors import XmodalError
 from xmodal.fusion.gated_xattn import GatedCrossAttentionBlock
 from xmodal.fusion.resampler import PerceiverResampler
+from xmodal.generate import Generation, beam_search
 from xmodal.lm.sequences import next_token_loss
 
 # where transformers keeps the decoder layers, by model family (Llama/Mistral/Qwen, GPT-2, OPT, GPT-NeoX, MPT)
@@ -379,3 +381,45 @@ class Flamingo(nn.Module):
                 positions = (mask.cumsum(-1) - 1).clamp_min(0)
                 out = self._lm_step(resampled, input_ids, mask, positions, offset=None, use_cache=False)
         return torch.stack(generated, dim=1) if generated else input_ids.new_zeros(B, 0)
+
+    @torch.no_grad()
+    def beam_search(
+        self,
+        input_ids: Tensor,
+        *,
+        media: Tensor,
+        attention_mask: Tensor | None = None,
+        eos: int | Sequence[int],
+        max_new_tokens: int = 20,
+        beam_size: int = 3,
+        alpha: float = 0.0,
+    ) -> Generation:
+        """:func:`xmodal.generate.beam_search` after left-padded prompts (shapes as :meth:`generate`).
+
+        Each step reruns the whole prefix through the LM (no cache: exact, and cheap at caption lengths);
+        ``<image>`` is never generated; any id of ``eos`` ends a hypothesis (it is not returned). With
+        ``beam_size=1`` the tokens equal :meth:`generate`'s greedy ones (tested).
+        """
+        self.check_media_count(input_ids, media.shape[1])
+        resampled = self.resampler(media)  # once for the whole search
+        mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask.long()
+        n0 = input_ids.shape[1]
+
+        def step(tokens: Tensor, state: tuple[Tensor, Tensor]) -> Tensor:
+            res, prompt_mask = state
+            m = torch.cat([prompt_mask, prompt_mask.new_ones(len(tokens), tokens.shape[1] - n0)], dim=1)
+            positions = (m.cumsum(-1) - 1).clamp_min(0)
+            logits = self._lm_step(res, tokens, m, positions, offset=None, use_cache=False).logits[:, -1]
+            return logits.index_fill(
+                -1, torch.tensor([self.media_token_id], device=logits.device), float("-inf")
+            )
+
+        return beam_search(
+            step,
+            (resampled, mask),
+            input_ids,
+            eos=eos,
+            max_new_tokens=max_new_tokens,
+            beam_size=beam_size,
+            alpha=alpha,
+        )

@@ -62,14 +62,17 @@ class Blip2ModelSection:
 
 @dataclass
 class Blip2EvalSection:
-    """Greedy captioning of the held-out emoji."""
+    """Captioning of the held-out emoji: greedy, or the beam search chosen on val."""
 
     batch_size: int = 64
     max_new_tokens: int = 12
     max_images: int | None = None
-    # held-out val emoji captioned every stage2.train.eval_every steps: the best CIDEr-D weights are
-    # kept (stage2.train.select_best); 0: no validation, the last weights
+    # held-out val emoji captioned (greedy) every stage2.train.eval_every steps: the best CIDEr-D weights
+    # are kept (stage2.train.select_best); 0: no validation, the last weights. The same val emoji choose the
+    # test decoding among beam_sizes x alphas (GNMT length penalty; beam 1 = greedy) after training.
     val_images: int = 150
+    beam_sizes: list[int] = field(default_factory=lambda: [1])
+    alphas: list[float] = field(default_factory=lambda: [0.0])
 
 
 @dataclass
@@ -149,8 +152,10 @@ def _split(
 
 
 @torch.no_grad()
-def captions(model: Any, tok: Any, table: Tensor, cfg: Blip2Recipe) -> list[str]:
-    """Greedy captions of the images whose features are ``table`` (N, T, C)."""
+def captions(
+    model: Any, tok: Any, table: Tensor, cfg: Blip2Recipe, *, beam_size: int = 1, alpha: float = 0.0
+) -> list[str]:
+    """Captions of the images whose features are ``table`` (N, T, C): greedy, or beam search."""
     model.eval()
     preds: list[str] = []
     start_id = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
@@ -163,6 +168,8 @@ def captions(model: Any, tok: Any, table: Tensor, cfg: Blip2Recipe) -> list[str]
             max_new_tokens=cfg.eval.max_new_tokens,
             eos_token_id=tok.eos_token_id,
             pad_token_id=tok.pad_token_id,
+            beam_size=beam_size,
+            alpha=alpha,
         )
         preds += [
             tok.decode([t for t in row if t != tok.pad_token_id], skip_special_tokens=True).strip()
@@ -185,19 +192,48 @@ def validator(tok: Any, cfg: Blip2Recipe) -> Any:
     return evaluate
 
 
+def choose_decoding(model: Any, tok: Any, cfg: Blip2Recipe) -> tuple[int, float, list[dict[str, Any]]]:
+    """(beam size, alpha) with the best CIDEr-D on the ``eval.val_images`` val emoji (never test), and the
+    search; with a single setting to try, that one without a search."""
+    from xmodal.tasks.caption import pick_decoding
+
+    e = cfg.eval
+    grid = [(b, a) for b in e.beam_sizes for a in ((0.0,) if b == 1 else e.alphas)]
+    if len(grid) == 1 or e.val_images <= 0:
+        return grid[0][0], grid[0][1], []
+    val_items, val_table = _split("val", cfg, e.val_images)
+    return pick_decoding(
+        lambda b, a: captions(model, tok, val_table, cfg, beam_size=b, alpha=a),
+        val_items,
+        e.beam_sizes,
+        e.alphas,
+    )
+
+
 def evaluate(model: Any, tok: Any, cfg: Blip2Recipe) -> dict[str, Any]:
-    """Greedy captions of the test emoji beside the nearest-neighbour baseline."""
+    """Captions of the test emoji (the decoding chosen on val; greedy beside it) and the nearest-neighbour
+    baseline."""
     from xmodal.tasks.caption import nearest_neighbour_captions, score
     from xmodal.tasks.flamingo import _baseline_tables
 
     train_items, _ = _split("train", cfg, cfg.max_train_images)
     test_items, test_table = _split("test", cfg, cfg.eval.max_images)
-    preds = captions(model, tok, test_table, cfg)
+    beam_size, alpha, tried = choose_decoding(model, tok, cfg)
+    preds = captions(model, tok, test_table, cfg, beam_size=beam_size, alpha=alpha)
+    greedy = preds if beam_size == 1 else captions(model, tok, test_table, cfg)
     scores = score(test_items, preds)
     baseline = score(test_items, nearest_neighbour_captions(*_baseline_tables(cfg, train_items, test_items)))
     return {
         "test_images": len(test_items),
+        "decoding": {
+            "beam_size": beam_size,
+            "alpha": alpha,
+            "length_penalty": "gnmt ((5+len)/6)^alpha",
+            "chosen_on": "val CIDEr-D" if tried else "config",
+            "tried": tried,
+        },
         "model": scores,
+        "model_greedy": scores if beam_size == 1 else score(test_items, greedy),
         "nearest_neighbour": baseline,
         "beats_nearest_neighbour": {m: scores[m] > baseline[m] for m in ("Bleu_4", "CIDEr")},
         "examples": [

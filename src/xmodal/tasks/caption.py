@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -146,11 +146,29 @@ def choose_decoding(
     if not e.beam_sizes:
         return e.beam_size, e.alpha, []
     val_items, val_tokens = split_tokens("val", cfg, limit=cfg.data.max_eval_images, progress=progress)
-    grid = [(b, a) for b in e.beam_sizes for a in ((0.0,) if b == 1 else (e.alphas or [e.alpha]))]
+    return pick_decoding(
+        lambda b, a: predict(model, tok, val_tokens, beam_size=b, alpha=a, max_new_tokens=e.max_new_tokens),
+        val_items,
+        e.beam_sizes,
+        e.alphas or [e.alpha],
+    )
+
+
+def pick_decoding(
+    decode: Callable[[int, float], list[str]],
+    val_items: list[CaptionItem],
+    beam_sizes: list[int],
+    alphas: list[float],
+) -> tuple[int, float, list[dict[str, Any]]]:
+    """The (beam size, GNMT alpha) whose ``decode(beam, alpha)`` captions of ``val_items`` score the best
+    CIDEr-D (ties: the first tried; beam 1 is greedy and tried with alpha 0 only), and every tried setting's
+    val BLEU-4 / CIDEr-D. Only validation images take part, never test."""
+    grid = [(b, a) for b in beam_sizes for a in ((0.0,) if b == 1 else alphas)]
+    if not grid:
+        raise ValueError("no beam size to try")
     tried: list[dict[str, Any]] = []
     for b, a in grid:
-        preds = predict(model, tok, val_tokens, beam_size=b, alpha=a, max_new_tokens=e.max_new_tokens)
-        s = score(val_items, preds)
+        s = score(val_items, decode(b, a))
         tried.append({"beam_size": b, "alpha": a, "val_CIDEr": s["CIDEr"], "val_Bleu_4": s["Bleu_4"]})
     best = max(range(len(tried)), key=lambda i: (tried[i]["val_CIDEr"], -i))
     return int(tried[best]["beam_size"]), float(tried[best]["alpha"]), tried
@@ -194,10 +212,36 @@ def nearest_neighbour_captions(
 ) -> list[str]:
     """The baseline: each image gets the first reference of the training image with the most similar
     mean frozen token (cosine)."""
+    return [caps[0] for caps in neighbour_captions(train_tokens, train_items, tokens, k=1)]
+
+
+def neighbour_captions(
+    train_tokens: Tensor,
+    train_items: list[CaptionItem],
+    tokens: Tensor,
+    *,
+    k: int,
+    image_ids: list[str] | None = None,
+) -> list[list[str]]:
+    """The first references of the ``k`` training images most similar to each query (cosine of mean
+    frozen tokens, most similar first): the baseline's retrieval, for retrieval-augmented prompts
+    (Ramos et al. 2023, "SmallCap", https://arxiv.org/abs/2209.15323).
+
+    Args:
+        train_tokens: (N_train, T, C); tokens: (N, T, C).
+        image_ids: the queries' image ids; a training image with the same id is never its own neighbour
+            (leave-one-out, for training prompts).
+    """
     a = torch.nn.functional.normalize(tokens.mean(1), dim=-1)
     b = torch.nn.functional.normalize(train_tokens.mean(1), dim=-1)
-    nearest = (a @ b.T).argmax(dim=1)
-    return [train_items[int(j)].captions[0] for j in nearest]
+    sim = a @ b.T  # (N, N_train)
+    if image_ids is not None:
+        row = {it.image_id: j for j, it in enumerate(train_items)}
+        for i, iid in enumerate(image_ids):
+            if iid in row:
+                sim[i, row[iid]] = float("-inf")
+    top = sim.topk(min(k, sim.shape[1]), dim=1).indices
+    return [[train_items[int(j)].captions[0] for j in r] for r in top]
 
 
 def score(items: list[CaptionItem], predictions: list[str]) -> dict[str, float]:

@@ -104,6 +104,10 @@ class FlamingoEvalSection:
     val_images: int = 150
     val_shots: int = 0  # the validation prompt: this many demonstrations ...
     val_method: str = "rices"  # ... chosen this way (from the training split)
+    # the test decoding (every k) chosen on the same val emoji and prompt after training, among
+    # beam_sizes x alphas (GNMT length penalty; beam 1 = greedy)
+    beam_sizes: list[int] = field(default_factory=lambda: [1])
+    alphas: list[float] = field(default_factory=lambda: [0.0])
 
 
 @dataclass
@@ -188,6 +192,7 @@ def evaluate(model: Any, tok: Any, tokens: Any, cfg: FlamingoRecipe, max_len: in
         [tok(it.captions[0], add_special_tokens=False)["input_ids"] for it in train_items], tokens, max_len
     )
     e = cfg.eval
+    beam_size, alpha, tried = choose_decoding(model, tok, tokens, cfg, train_items, train_table, max_len)
     results: dict[str, Any] = {}
     examples: dict[str, Any] = {}
     for k in e.shots:
@@ -207,6 +212,8 @@ def evaluate(model: Any, tok: Any, tokens: Any, cfg: FlamingoRecipe, max_len: in
                 seed=e.seed,
                 batch_size=e.batch_size,
                 max_new_tokens=e.max_new_tokens,
+                beam_size=beam_size,
+                alpha=alpha,
             )
             results[name] = {**score(test_items, preds), "seconds": time.perf_counter() - t0}
             examples[name] = {
@@ -219,6 +226,13 @@ def evaluate(model: Any, tok: Any, tokens: Any, cfg: FlamingoRecipe, max_len: in
     baseline = score(test_items, nearest_neighbour_captions(*_baseline_tables(cfg, train_items, test_items)))
     return {
         "test_images": len(test_items),
+        "decoding": {
+            "beam_size": beam_size,
+            "alpha": alpha,
+            "length_penalty": "gnmt ((5+len)/6)^alpha",
+            "chosen_on": f"val CIDEr-D at k={e.val_shots} ({e.val_method})" if tried else "config",
+            "tried": tried,
+        },
         "few_shot": results,
         "nearest_neighbour": baseline,
         "beats_nearest_neighbour": {
@@ -229,27 +243,24 @@ def evaluate(model: Any, tok: Any, tokens: Any, cfg: FlamingoRecipe, max_len: in
     }
 
 
-def validator(
+def val_captioner(
     cfg: FlamingoRecipe,
     tok: Any,
     tokens: Any,
     train_items: list[Any],
     train_table: torch.Tensor,
     max_len: int,
-) -> Callable[[Any], dict[str, Any]] | None:
-    """The trainer's ``evaluate``: greedy captions of ``eval.val_images`` val emoji after ``eval.val_shots``
-    demonstrations (``eval.val_method``) → CIDEr-D."""
-    from xmodal.tasks.caption import score, val_record
+) -> tuple[list[Any], Callable[[Any, int, float], list[str]]]:
+    """The ``eval.val_images`` val emoji and ``decode(model, beam_size, alpha)`` → their captions after
+    ``eval.val_shots`` demonstrations (``eval.val_method``) from the training split."""
     from xmodal.train.flamingo import CaptionSequences, few_shot_captions
 
-    if cfg.eval.val_images <= 0:
-        return None
     val_items, val_table = _split("val", cfg, cfg.eval.val_images)
     seqs = CaptionSequences(
         [tok(it.captions[0], add_special_tokens=False)["input_ids"] for it in train_items], tokens, max_len
     )
 
-    def evaluate(model: Any) -> dict[str, Any]:
+    def decode(model: Any, beam_size: int, alpha: float) -> list[str]:
         preds, _ = few_shot_captions(
             model,
             tok,
@@ -263,8 +274,53 @@ def validator(
             seed=cfg.eval.seed,
             batch_size=cfg.eval.batch_size,
             max_new_tokens=cfg.eval.max_new_tokens,
+            beam_size=beam_size,
+            alpha=alpha,
         )
-        return val_record(score(val_items, preds))
+        return preds
+
+    return val_items, decode
+
+
+def choose_decoding(
+    model: Any,
+    tok: Any,
+    tokens: Any,
+    cfg: FlamingoRecipe,
+    train_items: list[Any],
+    train_table: torch.Tensor,
+    max_len: int,
+) -> tuple[int, float, list[dict[str, Any]]]:
+    """(beam size, alpha) with the best val CIDEr-D (never test), and the search; with a single setting
+    to try (or no val emoji), that one without a search."""
+    from xmodal.tasks.caption import pick_decoding
+
+    e = cfg.eval
+    grid = [(b, a) for b in e.beam_sizes for a in ((0.0,) if b == 1 else e.alphas)]
+    if len(grid) == 1 or e.val_images <= 0:
+        return grid[0][0], grid[0][1], []
+    val_items, decode = val_captioner(cfg, tok, tokens, train_items, train_table, max_len)
+    return pick_decoding(lambda b, a: decode(model, b, a), val_items, e.beam_sizes, e.alphas)
+
+
+def validator(
+    cfg: FlamingoRecipe,
+    tok: Any,
+    tokens: Any,
+    train_items: list[Any],
+    train_table: torch.Tensor,
+    max_len: int,
+) -> Callable[[Any], dict[str, Any]] | None:
+    """The trainer's ``evaluate``: greedy captions of ``eval.val_images`` val emoji after ``eval.val_shots``
+    demonstrations (``eval.val_method``) → CIDEr-D."""
+    from xmodal.tasks.caption import score, val_record
+
+    if cfg.eval.val_images <= 0:
+        return None
+    val_items, decode = val_captioner(cfg, tok, tokens, train_items, train_table, max_len)
+
+    def evaluate(model: Any) -> dict[str, Any]:
+        return val_record(score(val_items, decode(model, 1, 0.0)))
 
     return evaluate
 

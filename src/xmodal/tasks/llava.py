@@ -57,6 +57,10 @@ class LlavaDataSection:
     emoji_vqa: bool = True
     seed: int = 0
     caption_prompt: str = "what emoji is this?"
+    # retrieval-augmented caption requests (SmallCap-style): the first references of this many most
+    # similar training images lead the prompt ("similar: a; b. what emoji is this?"); training images
+    # never retrieve themselves. 0: the plain prompt
+    retrieved_captions: int = 0
     stage2_captions: bool = True  # mix the caption requests into stage 2
     stage2_caption_repeats: int = 1  # ... this many times each (their share of stage 2 grows)
     max_train_captions: int | None = None  # caps for smoke runs (None: every training item)

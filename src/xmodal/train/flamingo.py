@@ -137,9 +137,12 @@ def few_shot_captions(
     seed: int = 0,
     batch_size: int = 64,
     max_new_tokens: int = 12,
+    beam_size: int = 1,
+    alpha: float = 0.0,
     log: Callable[[str], None] | None = None,
 ) -> tuple[list[str], list[list[int]]]:
-    """Caption each test image after k demonstrations from the training split.
+    """Caption each test image after k demonstrations from the training split: greedy (``beam_size`` 1,
+    with the LM's key/value cache) or beam search with GNMT length penalty ``alpha``.
 
     Returns:
         (one caption per test item, the demonstrations' training indices per test item).
@@ -162,15 +165,26 @@ def few_shot_captions(
         prompts = [seqs.sequence([seqs.captions[j] for j in demos[q]], []) for q in idx]
         ids, mask = pad(prompts, t.pad, left=True)
         media = gather_media(test_table[idx], train_table, [demos[q] for q in idx])  # (b, k+1, T, C)
-        gen = model.generate(
-            ids,
-            media=media,
-            attention_mask=mask,
-            max_new_tokens=max_new_tokens,
-            eos_token_id=stops,
-            pad_token_id=t.pad,
-        )
-        for row in gen.tolist():
+        if beam_size > 1:
+            rows = model.beam_search(
+                ids,
+                media=media,
+                attention_mask=mask,
+                eos=stops,
+                max_new_tokens=max_new_tokens,
+                beam_size=beam_size,
+                alpha=alpha,
+            ).tokens
+        else:
+            rows = model.generate(
+                ids,
+                media=media,
+                attention_mask=mask,
+                max_new_tokens=max_new_tokens,
+                eos_token_id=stops,
+                pad_token_id=t.pad,
+            ).tolist()
+        for row in rows:
             kept = [i for i in row if i not in stops and i != t.pad]
             out.append(tokenizer.decode(kept, skip_special_tokens=True).strip())
         if log is not None:

@@ -59,6 +59,8 @@ class LlavaData:
     plain_table: Tensor | None = None
     stage2_captions: bool = True
     stage2_caption_repeats: int = 1
+    # per-image caption prompts (retrieval-augmented); an image without one gets `caption_prompt`
+    caption_prompts: dict[str, str] = field(default_factory=dict)
     truncation: TruncationCounter = field(default_factory=TruncationCounter)
     masked: MaskedCounter = field(default_factory=MaskedCounter)
     stage1: list[ChatSample] = field(default_factory=list)
@@ -105,8 +107,25 @@ class LlavaData:
                 image_size=cfg.model.image_size,
                 log=log,
             )
+        caption_prompts: dict[str, str] = {}
+        if d.retrieved_captions > 0:
+            from xmodal.tasks.caption import neighbour_captions
+
+            base, at = (table if plain is None else plain), {k: i for i, k in enumerate(ids)}
+            train_tokens = base[torch.tensor([at[c.image_id] for c in cap_train])]
+            for items in (cap_train, cap_val, cap_test):
+                found = neighbour_captions(
+                    train_tokens,
+                    cap_train,
+                    base[torch.tensor([at[c.image_id] for c in items])],
+                    k=d.retrieved_captions,
+                    image_ids=[c.image_id for c in items],
+                )
+                for c, caps in zip(items, found, strict=True):
+                    caption_prompts[c.image_id] = f"similar: {'; '.join(caps)}. {d.caption_prompt}"
         return cls(
             caption_prompt=d.caption_prompt,
+            caption_prompts=caption_prompts,
             caption_train=cap_train,
             caption_test=cap_test,
             caption_val=cap_val,
@@ -119,6 +138,10 @@ class LlavaData:
             stage2_caption_repeats=d.stage2_caption_repeats,
             masked=MaskedCounter(max_share=d.max_masked_share),
         )
+
+    def prompt_of(self, image_id: str) -> str:
+        """The caption request for one image (retrieval-augmented when configured)."""
+        return self.caption_prompts.get(image_id, self.caption_prompt)
 
     def encode(self, tokenizer: Any, image_token_id: int, max_length: int) -> None:
         """Tokenise stage 1 (captions) and stage 2 (questions + caption requests); check the masked share."""
@@ -138,7 +161,9 @@ class LlavaData:
             )
 
         # every reference caption is a sample (as in the caption task): "keycap 1" and "one" both train
-        captions = [(c.image_id, self.caption_prompt, ref) for c in self.caption_train for ref in c.captions]
+        captions = [
+            (c.image_id, self.prompt_of(c.image_id), ref) for c in self.caption_train for ref in c.captions
+        ]
         self.stage1 = enc(captions)
         self.stage2 = enc([(q.image_id, q.question, q.answer) for q in self.vqa_train])
         if self.stage2_captions:  # the caption requests, repeated to keep their share of stage 2
@@ -228,7 +253,7 @@ def val_caption_scores(
         tokenizer,
         refs,
         data.tokens_of([c.image_id for c in data.caption_val]),
-        prompt=data.caption_prompt,
+        prompt=[data.prompt_of(c.image_id) for c in data.caption_val],
         batch_size=cfg.batch_size,
         max_new_tokens=cfg.max_new_tokens,
         generate_kwargs=generate_kwargs,
@@ -286,7 +311,7 @@ def evaluate(model: Llava, tokenizer: Any, data: LlavaData, cfg: LlavaEvalSectio
         tokenizer,
         refs,
         data.tokens_of([c.image_id for c in data.caption_test]),
-        prompt=data.caption_prompt,
+        prompt=[data.prompt_of(c.image_id) for c in data.caption_test],
         generate_kwargs=decoding,
         **kw,
     )
