@@ -11,13 +11,15 @@ from xmodal.data.fashion_mnist import FashionMNIST
 from xmodal.data.vl import (
     FMNIST_ANSWERS,
     AnswerVocab,
+    CaptionItem,
     VQAItem,
     answer_text,
     build_vqa,
     emoji_caption_items,
     emoji_references,
+    training_references,
 )
-from xmodal.errors import DataError
+from xmodal.errors import ConfigError, DataError
 from xmodal.metrics import vqa_accuracy
 from xmodal.metrics.vqa import normalize_prediction
 
@@ -31,6 +33,16 @@ def test_emoji_references_name_then_distinct_short_names():
     entry = {"name": "GRINNING FACE", "short_names": ["grinning", "grinning_face", "grinning"]}
     assert emoji_references(entry) == ("grinning face", "grinning")
     assert emoji_references({"name": "", "short_names": ["arrow_left"]}) == ("arrow left",)
+
+
+def test_training_references_all_or_the_name_only():
+    from pathlib import Path
+
+    item = CaptionItem("emoji/x", Path("x.png"), ("keycap 1", "one"))
+    assert training_references(item, "all") == ("keycap 1", "one")
+    assert training_references(item, "first") == ("keycap 1",)
+    with pytest.raises(ConfigError, match="references: expected one of all, first, got 'short'"):
+        training_references(item, "short")
 
 
 def test_caption_items_follow_the_emoji_split(real_emoji_root):

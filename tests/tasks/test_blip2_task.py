@@ -33,6 +33,7 @@ def shrink(lm: str) -> list[str]:
         "model.lm_lr_scale=0.5",
         "model.label_smoothing=0.1",
         "model.lm_dropout=0.2",
+        "references=first",
         "eval.beam_sizes=[1, 2]",
         "eval.alphas=[0.0, 1.0]",
     ]
@@ -65,3 +66,10 @@ def test_train_then_eval_writes_caption_metrics_and_reproduces_them(tmp_path):
     )
     again = json.loads((out / "model" / "eval.json").read_text())["blip2"]
     assert again["model"] == b["model"]
+
+
+def test_bad_references_value_is_a_one_line_error(tmp_path, capsys):
+    argv = ["train", "configs/blip2_emoji.yaml", "--out", str(tmp_path / "r"), "--set", "references=short"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "references: expected one of all, first, got 'short'" in err and len(err.strip().splitlines()) == 1

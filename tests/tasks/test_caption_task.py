@@ -81,3 +81,5 @@ def test_bad_decoder_and_bad_key_are_one_line_errors(tmp_path, capsys, real_emoj
     assert "unknown decoder 'gpt9'" in capsys.readouterr().err
     assert run("train", CONFIG, "--out", str(tmp_path / "b"), "--set", "model.width=3") == 2
     assert "unknown config key 'model.width'" in capsys.readouterr().err
+    assert run("train", CONFIG, "--out", str(tmp_path / "c"), "--set", "data.references=short") == 2
+    assert "data.references: expected one of all, first, got 'short'" in capsys.readouterr().err

@@ -33,6 +33,7 @@ def shrink(lm: str) -> list[str]:
         "data.similar_pool=3",
         "model.label_smoothing=0.1",
         "model.lm_dropout=0.2",
+        "data.references=first",
         "eval.beam_sizes=[1, 2]",
         "eval.alphas=[0.6]",
     ]
@@ -77,3 +78,6 @@ def test_bad_method_is_a_clear_error(tmp_path, capsys):
     )
     assert code == 2
     assert "unknown demonstration method 'knn'" in capsys.readouterr().err
+    bad = ["train", "configs/flamingo_emoji.yaml", "--out", str(tmp_path), "--set", "data.references=short"]
+    assert main(bad) == 2
+    assert "data.references: expected one of all, first, got 'short'" in capsys.readouterr().err

@@ -148,7 +148,12 @@ def test_retrieval_augmented_caption_prompts(tiny_lm):
     from xmodal.train.llava import LlavaData
     from xmodal.train.recipe import load_recipe
 
-    sets = ["data.retrieved_captions=2", "model.image_size=64", "data.fmnist_images=6"]
+    sets = [
+        "data.retrieved_captions=2",
+        "model.image_size=64",
+        "data.fmnist_images=6",
+        "data.references=first",
+    ]
     sets += ["data.max_train_captions=24", "data.max_train_questions=24", "eval.max_captions=6"]
     sets += ["eval.max_questions=8", "eval.val_captions=4"]
     cfg = load_recipe(LlavaRecipe, CONFIG, sets)
@@ -170,4 +175,10 @@ def test_retrieval_augmented_caption_prompts(tiny_lm):
         assert data.prompt_of(c.image_id).startswith(f"similar: {nn_caption}; ")
     ids = add_multimodal_tokens(tok, lm)
     data.encode(tok, ids["<image>"], 256)
-    assert "similar: " in tok.decode(data.stage1[0].input_ids)
+    # data.references=first: one caption request per training emoji, its name (the first reference)
+    assert len(data.stage1) == len(data.caption_train) == 24
+    for sample, c in zip(data.stage1, data.caption_train, strict=True):
+        text = tok.decode(sample.input_ids)
+        assert "similar: " in text and c.captions[0] in text
+        answer = [t for t, lab in zip(sample.input_ids, sample.labels, strict=True) if lab != -100]
+        assert tok.decode(answer).strip().startswith(c.captions[0])

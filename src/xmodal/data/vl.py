@@ -35,7 +35,7 @@ from torch import Tensor
 from xmodal.data.emoji import EmojiDataset, _words
 from xmodal.data.fashion_mnist import FashionMNIST
 from xmodal.data.images import load_image
-from xmodal.errors import DataError
+from xmodal.errors import ConfigError, DataError
 from xmodal.metrics.vqa import normalize_prediction
 from xmodal.paths import data_dir
 
@@ -96,6 +96,27 @@ def emoji_references(entry: dict[str, Any]) -> tuple[str, ...]:
         if words and words not in refs:
             refs.append(words)
     return tuple(refs)
+
+
+REFERENCE_CHOICES = ("all", "first")
+
+
+def training_references(item: CaptionItem, which: str) -> tuple[str, ...]:
+    """The references of ``item`` that become training targets: ``"all"`` (the name and the short names),
+    or ``"first"`` (the name only: the form a model then generates, as the nearest-neighbour baseline
+    returns it; CIDEr-D rewards the longer names over the short ones, see the README).
+
+    Raises:
+        ConfigError: ``which`` is neither.
+    """
+    check_references(which, "references")
+    return item.captions if which == "all" else item.captions[:1]
+
+
+def check_references(which: str, key: str) -> None:
+    """A one-line :class:`ConfigError` naming ``key`` unless ``which`` is "all" or "first"."""
+    if which not in REFERENCE_CHOICES:
+        raise ConfigError(f"{key}: expected one of {', '.join(REFERENCE_CHOICES)}, got {which!r}")
 
 
 def emoji_caption_items(split: VLSplit, *, root: Path | None = None) -> list[CaptionItem]:

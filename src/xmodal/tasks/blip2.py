@@ -82,6 +82,7 @@ class Blip2Recipe:
     task: str = "blip2"
     model: Blip2ModelSection = field(default_factory=Blip2ModelSection)
     max_len: int = 24  # caption tokens (Q-Former side: [CLS]/[DEC] included)
+    references: str = "all"  # training targets: every reference, or "first" (the name only)
     max_train_images: int | None = None
     stage1: StageSection = field(default_factory=StageSection)
     stage2: StageSection = field(default_factory=StageSection)
@@ -245,18 +246,20 @@ def evaluate(model: Any, tok: Any, cfg: Blip2Recipe) -> dict[str, Any]:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """``xmodal train configs/blip2_emoji.yaml``: stage 1, stage 2, evaluation → ``OUT/metrics.json``."""
+    from xmodal.data.vl import check_references, training_references
     from xmodal.tasks.flamingo import lm_folder
     from xmodal.train.checkpoint import write_json_atomic
     from xmodal.train.generic import EpochSampler, GenericTrainer
     from xmodal.train.recipe import load_recipe, progress_wanted, train_out
 
     cfg = load_recipe(Blip2Recipe, args.config, getattr(args, "set", None) or [])
+    check_references(cfg.references, "references")
     out = train_out(args)
     t0, c0 = time.perf_counter(), time.process_time()
     lm_dir, stage0 = lm_folder(cfg.model.lm, cfg.model.stage0)
     items, table = _split("train", cfg, cfg.max_train_images)
     model, tok, ids = build(cfg, lm_dir, table.shape[-1])
-    pairs = [(i, c) for i, it in enumerate(items) for c in it.captions]  # every reference is a pair
+    pairs = [(i, c) for i, it in enumerate(items) for c in training_references(it, cfg.references)]
     caps = caption_ids(tok, [c for _, c in pairs], cfg.max_len)
     rows = torch.tensor([i for i, _ in pairs])
     eos = tok.eos_token_id

@@ -24,7 +24,7 @@ from torch import Tensor
 
 from xmodal.config import OptimConfig, TrainConfig, to_dict
 from xmodal.data.caption_tokens import BPETokenizer, teacher_forcing
-from xmodal.data.vl import CaptionItem, emoji_caption_items
+from xmodal.data.vl import CaptionItem, check_references, emoji_caption_items, training_references
 from xmodal.errors import ConfigError
 from xmodal.metrics import caption_scores
 from xmodal.models.captioner import (
@@ -66,6 +66,7 @@ class CaptionDataConfig:
     max_len: int = 24  # tokens per caption sequence, bos and eos included
     max_train_images: int | None = None  # None: all 1,333 (smaller for smoke tests)
     max_eval_images: int | None = None  # None: all val (183) / test (395) emoji
+    references: str = "all"  # training targets: every reference, or "first" (the name only)
 
 
 @dataclass
@@ -304,6 +305,7 @@ def evaluate(model: Captioner, tok: BPETokenizer, cfg: CaptionRecipe, *, progres
 def cmd_train(args: argparse.Namespace) -> int:
     """``xmodal train configs/caption_emoji*.yaml``."""
     cfg = load_recipe(CaptionRecipe, args.config, args.set)
+    check_references(cfg.data.references, "data.references")
     out = train_out(args)
     progress = progress_wanted(args)
     if cfg.train.threads:
@@ -313,7 +315,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     tok = build_tokenizer(cfg.model, [c for it in items for c in it.captions])
     torch.manual_seed(cfg.train.seed)
     model = build_captioner(cfg.model, tok, num_image_tokens=tokens.shape[1], max_len=cfg.data.max_len)
-    pairs = [(i, tok.encode(c)) for i, it in enumerate(items) for c in it.captions]
+    pairs = [
+        (i, tok.encode(c)) for i, it in enumerate(items) for c in training_references(it, cfg.data.references)
+    ]
     sampler = EpochSampler(len(pairs), batch_size=cfg.data.batch_size, seed=cfg.train.seed)
     truncated = [0]
 

@@ -86,6 +86,7 @@ class FlamingoDataSection:
     # help the emoji recipe: see the README)
     similar_share: float = 0.0
     similar_pool: int = 8
+    references: str = "all"  # training captions: every reference, or "first" (the name only)
     max_train_images: int | None = None  # caps for smoke runs
 
 
@@ -136,6 +137,9 @@ def load_flamingo_recipe(args: argparse.Namespace) -> FlamingoRecipe:
             raise ConfigError(f"eval.methods: unknown demonstration method {m!r} (random or rices)")
     if any(k < 0 for k in [*cfg.eval.shots, cfg.eval.val_shots]):
         raise ConfigError("eval.shots must be >= 0")
+    from xmodal.data.vl import check_references
+
+    check_references(cfg.data.references, "data.references")
     if cfg.data.images_per_sequence < 1:
         raise ConfigError("data.images_per_sequence must be >= 1")
     return cfg
@@ -382,6 +386,7 @@ def _context(cfg: FlamingoRecipe, model: Any) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """``xmodal train configs/flamingo_emoji.yaml``: stage 0, training, few-shot eval, metrics.json."""
+    from xmodal.data.vl import training_references
     from xmodal.eval.few_shot import select_demonstrations
     from xmodal.train.checkpoint import write_json_atomic
     from xmodal.train.flamingo import CaptionSequences, SequenceSampler, flamingo_loss
@@ -394,7 +399,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     lm_dir, stage0 = lm_folder(cfg.model.lm, cfg.model.stage0)
     train_items, table = _split("train", cfg, cfg.data.max_train_images)
     model, tok, tokens = build(cfg, lm_dir, table.shape[-1])
-    pairs = [(i, c) for i, it in enumerate(train_items) for c in it.captions]  # every reference trains
+    pairs = [(i, c) for i, it in enumerate(train_items) for c in training_references(it, cfg.data.references)]
     seqs = CaptionSequences(
         [tok(c, add_special_tokens=False)["input_ids"] for _, c in pairs],
         tokens,

@@ -57,6 +57,7 @@ class LlavaDataSection:
     emoji_vqa: bool = True
     seed: int = 0
     caption_prompt: str = "what emoji is this?"
+    references: str = "all"  # caption targets: every reference, or "first" (the name only)
     # retrieval-augmented caption requests (SmallCap-style): the first references of this many most
     # similar training images lead the prompt ("similar: a; b. what emoji is this?"); training images
     # never retrieve themselves. 0: the plain prompt
@@ -125,6 +126,9 @@ def load_llava_recipe(args: argparse.Namespace) -> LlavaRecipe:
     cfg = load_recipe(LlavaRecipe, args.config, getattr(args, "set", None) or [])
     if cfg.model.lora.enabled and cfg.model.lora.rank < 1:
         raise XmodalError(f"model.lora.rank must be >= 1, got {cfg.model.lora.rank}")
+    from xmodal.data.vl import check_references
+
+    check_references(cfg.data.references, "data.references")
     return cfg
 
 

@@ -59,6 +59,7 @@ class LlavaData:
     plain_table: Tensor | None = None
     stage2_captions: bool = True
     stage2_caption_repeats: int = 1
+    references: str = "all"  # caption targets (xmodal.data.vl.training_references)
     # per-image caption prompts (retrieval-augmented); an image without one gets `caption_prompt`
     caption_prompts: dict[str, str] = field(default_factory=dict)
     truncation: TruncationCounter = field(default_factory=TruncationCounter)
@@ -136,6 +137,7 @@ class LlavaData:
             row={k: i for i, k in enumerate(ids)},
             stage2_captions=d.stage2_captions,
             stage2_caption_repeats=d.stage2_caption_repeats,
+            references=d.references,
             masked=MaskedCounter(max_share=d.max_masked_share),
         )
 
@@ -145,6 +147,8 @@ class LlavaData:
 
     def encode(self, tokenizer: Any, image_token_id: int, max_length: int) -> None:
         """Tokenise stage 1 (captions) and stage 2 (questions + caption requests); check the masked share."""
+        from xmodal.data.vl import training_references
+
         T = self.table.shape[1]
 
         def enc(pairs: Sequence[tuple[str, str, str]]) -> list[ChatSample]:
@@ -162,7 +166,9 @@ class LlavaData:
 
         # every reference caption is a sample (as in the caption task): "keycap 1" and "one" both train
         captions = [
-            (c.image_id, self.prompt_of(c.image_id), ref) for c in self.caption_train for ref in c.captions
+            (c.image_id, self.prompt_of(c.image_id), ref)
+            for c in self.caption_train
+            for ref in training_references(c, self.references)
         ]
         self.stage1 = enc(captions)
         self.stage2 = enc([(q.image_id, q.question, q.answer) for q in self.vqa_train])
