@@ -55,7 +55,7 @@ def test_train_then_eval_writes_metrics(tiny_lm, tmp_path):
         "--out",
         str(out),
         "--no-progress",
-        *shrink(str(tiny_lm), "model.lora.enabled=true"),
+        *shrink(str(tiny_lm), "model.lora.enabled=true", "data.references=all"),
     ]
     assert main(argv) == 0
     metrics = json.loads((out / "metrics.json").read_text())
@@ -84,8 +84,9 @@ def test_train_then_eval_writes_metrics(tiny_lm, tmp_path):
     want = score(test, nearest_neighbour_captions(plain(train), train, plain(test)))
     assert metrics["baselines"]["nearest_neighbour_caption"]["captions"] == want
     assert metrics["stage0"]["skipped"].startswith("given LM folder")
-    # stage 1: the 24 emoji's 34 reference captions; stage 2: the 24 questions and the caption requests,
-    # repeated data.stage2_caption_repeats = 4 times
+    # stage 1: the 24 emoji's 34 reference captions (data.references=all; the shipped recipe trains on
+    # the names only, test_retrieval_augmented_caption_prompts); stage 2: the 24 questions and the
+    # caption requests, repeated data.stage2_caption_repeats = 4 times
     assert metrics["train"]["samples"] == {"stage1": 34, "stage2": 24 + 4 * 34}
     assert metrics["train"]["truncation"]["seen"] == 58 and metrics["train"]["all_masked"]["all_masked"] == 0
     assert metrics["timing"]["total"]["cpu_seconds"] > 0

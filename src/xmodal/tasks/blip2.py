@@ -196,10 +196,10 @@ def validator(tok: Any, cfg: Blip2Recipe) -> Any:
 def choose_decoding(model: Any, tok: Any, cfg: Blip2Recipe) -> tuple[int, float, list[dict[str, Any]]]:
     """(beam size, alpha) with the best CIDEr-D on the ``eval.val_images`` val emoji (never test), and the
     search; with a single setting to try, that one without a search."""
-    from xmodal.tasks.caption import pick_decoding
+    from xmodal.tasks.caption import decoding_grid, pick_decoding
 
     e = cfg.eval
-    grid = [(b, a) for b in e.beam_sizes for a in ((0.0,) if b == 1 else e.alphas)]
+    grid = decoding_grid(e.beam_sizes, e.alphas)
     if len(grid) == 1 or e.val_images <= 0:
         return grid[0][0], grid[0][1], []
     val_items, val_table = _split("val", cfg, e.val_images)
@@ -214,7 +214,7 @@ def choose_decoding(model: Any, tok: Any, cfg: Blip2Recipe) -> tuple[int, float,
 def evaluate(model: Any, tok: Any, cfg: Blip2Recipe) -> dict[str, Any]:
     """Captions of the test emoji (the decoding chosen on val; greedy beside it) and the nearest-neighbour
     baseline."""
-    from xmodal.tasks.caption import nearest_neighbour_captions, score
+    from xmodal.tasks.caption import decoding_record, nearest_neighbour_captions, score
     from xmodal.tasks.flamingo import _baseline_tables
 
     train_items, _ = _split("train", cfg, cfg.max_train_images)
@@ -226,13 +226,7 @@ def evaluate(model: Any, tok: Any, cfg: Blip2Recipe) -> dict[str, Any]:
     baseline = score(test_items, nearest_neighbour_captions(*_baseline_tables(cfg, train_items, test_items)))
     return {
         "test_images": len(test_items),
-        "decoding": {
-            "beam_size": beam_size,
-            "alpha": alpha,
-            "length_penalty": "gnmt ((5+len)/6)^alpha",
-            "chosen_on": "val CIDEr-D" if tried else "config",
-            "tried": tried,
-        },
+        "decoding": decoding_record(beam_size, alpha, tried, "val CIDEr-D"),
         "model": scores,
         "model_greedy": scores if beam_size == 1 else score(test_items, greedy),
         "nearest_neighbour": baseline,

@@ -164,7 +164,7 @@ def pick_decoding(
     """The (beam size, GNMT alpha) whose ``decode(beam, alpha)`` captions of ``val_items`` score the best
     CIDEr-D (ties: the first tried; beam 1 is greedy and tried with alpha 0 only), and every tried setting's
     val BLEU-4 / CIDEr-D. Only validation images take part, never test."""
-    grid = [(b, a) for b in beam_sizes for a in ((0.0,) if b == 1 else alphas)]
+    grid = decoding_grid(beam_sizes, alphas)
     if not grid:
         raise ValueError("no beam size to try")
     tried: list[dict[str, Any]] = []
@@ -173,6 +173,24 @@ def pick_decoding(
         tried.append({"beam_size": b, "alpha": a, "val_CIDEr": s["CIDEr"], "val_Bleu_4": s["Bleu_4"]})
     best = max(range(len(tried)), key=lambda i: (tried[i]["val_CIDEr"], -i))
     return int(tried[best]["beam_size"]), float(tried[best]["alpha"]), tried
+
+
+def decoding_grid(beam_sizes: list[int], alphas: list[float]) -> list[tuple[int, float]]:
+    """Every (beam size, alpha) to try: beam 1 (greedy) with alpha 0 only, wider beams with each alpha."""
+    return [(b, a) for b in beam_sizes for a in ((0.0,) if b == 1 else alphas)]
+
+
+def decoding_record(
+    beam_size: int, alpha: float, tried: list[dict[str, Any]], chosen_on: str
+) -> dict[str, Any]:
+    """The metrics JSON's account of the test decoding: the setting, the penalty and how it was chosen."""
+    return {
+        "beam_size": beam_size,
+        "alpha": alpha,
+        "length_penalty": "gnmt ((5+len)/6)^alpha",
+        "chosen_on": chosen_on if tried else "config",
+        "tried": tried,
+    }
 
 
 def split_tokens(
@@ -277,13 +295,7 @@ def evaluate(model: Captioner, tok: BPETokenizer, cfg: CaptionRecipe, *, progres
         "task": "caption",
         "decoder": cfg.model.decoder,
         "test_images": len(test_items),
-        "decoding": {
-            "beam_size": beam_size,
-            "alpha": alpha,
-            "length_penalty": "gnmt ((5+len)/6)^alpha",
-            "chosen_on": "val CIDEr-D" if tried else "config",
-            "tried": tried,
-        },
+        "decoding": decoding_record(beam_size, alpha, tried, "val CIDEr-D"),
         "model": scores["beam"],
         "model_greedy": scores["greedy"],
         "nearest_neighbour": baseline,

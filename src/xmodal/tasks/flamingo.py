@@ -187,7 +187,7 @@ def build(cfg: FlamingoRecipe, lm_dir: Path, vision_dim: int) -> tuple[Any, Any,
 
 def evaluate(model: Any, tok: Any, tokens: Any, cfg: FlamingoRecipe, max_len: int) -> dict[str, Any]:
     """Few-shot captioning scores for every (k, method), the nearest-neighbour baseline, examples."""
-    from xmodal.tasks.caption import nearest_neighbour_captions, score
+    from xmodal.tasks.caption import decoding_record, nearest_neighbour_captions, score
     from xmodal.train.flamingo import CaptionSequences, example_prompt, few_shot_captions
 
     train_items, train_table = _split("train", cfg, cfg.data.max_train_images)
@@ -230,13 +230,9 @@ def evaluate(model: Any, tok: Any, tokens: Any, cfg: FlamingoRecipe, max_len: in
     baseline = score(test_items, nearest_neighbour_captions(*_baseline_tables(cfg, train_items, test_items)))
     return {
         "test_images": len(test_items),
-        "decoding": {
-            "beam_size": beam_size,
-            "alpha": alpha,
-            "length_penalty": "gnmt ((5+len)/6)^alpha",
-            "chosen_on": f"val CIDEr-D at k={e.val_shots} ({e.val_method})" if tried else "config",
-            "tried": tried,
-        },
+        "decoding": decoding_record(
+            beam_size, alpha, tried, f"val CIDEr-D at k={e.val_shots} ({e.val_method})"
+        ),
         "few_shot": results,
         "nearest_neighbour": baseline,
         "beats_nearest_neighbour": {
@@ -297,10 +293,10 @@ def choose_decoding(
 ) -> tuple[int, float, list[dict[str, Any]]]:
     """(beam size, alpha) with the best val CIDEr-D (never test), and the search; with a single setting
     to try (or no val emoji), that one without a search."""
-    from xmodal.tasks.caption import pick_decoding
+    from xmodal.tasks.caption import decoding_grid, pick_decoding
 
     e = cfg.eval
-    grid = [(b, a) for b in e.beam_sizes for a in ((0.0,) if b == 1 else e.alphas)]
+    grid = decoding_grid(e.beam_sizes, e.alphas)
     if len(grid) == 1 or e.val_images <= 0:
         return grid[0][0], grid[0][1], []
     val_items, decode = val_captioner(cfg, tok, tokens, train_items, train_table, max_len)
