@@ -6,10 +6,11 @@ Li et al. 2023 (https://arxiv.org/abs/2301.12597); see :mod:`xmodal.models.blip2
   :mod:`xmodal.lm.pretrain` (cached, shared with the LLaVA and Flamingo recipes). The Q-Former's text side
   uses the same BPE tokenizer plus two tokens of its own, ``[CLS]`` and ``[DEC]``.
 * Image features: the frozen pretrained EfficientNet-Lite0's 4×4 map at 128 px (T = 16, C = 1280), cached.
-* Stage 1: the Q-Former on emoji training captions (every reference is a pair) with ITC + ITM (hard
-  negatives) + ITG. Stage 2: the Q-Former + a linear projection into the LM's input embeddings (the LM
-  frozen as in BLIP-2, or trained with ``model.train_lm``, as the shipped recipe does), captions as
-  targets, the weights with the best val CIDEr-D kept. Evaluation: greedy captions of the held-out emoji,
+* Stage 1: the Q-Former on emoji training captions (every reference, or the names only with
+  ``references: first``, is a pair) with ITC + ITM (hard negatives) + ITG. Stage 2: the Q-Former + a
+  linear projection into the LM's input embeddings (the LM frozen as in BLIP-2, or trained with
+  ``model.train_lm``, as the shipped recipe does), captions as targets, the weights with the best val
+  CIDEr-D kept. Evaluation: captions of the held-out emoji (greedy, or the beam search chosen on val),
   BLEU-4 / CIDEr-D via :func:`xmodal.metrics.caption_scores`, beside the nearest-neighbour baseline.
 """
 
