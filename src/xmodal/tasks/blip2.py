@@ -222,14 +222,14 @@ def evaluate(model: Any, tok: Any, cfg: Blip2Recipe) -> dict[str, Any]:
     test_items, test_table = _split("test", cfg, cfg.eval.max_images)
     beam_size, alpha, tried = choose_decoding(model, tok, cfg)
     preds = captions(model, tok, test_table, cfg, beam_size=beam_size, alpha=alpha)
-    greedy = preds if beam_size == 1 else captions(model, tok, test_table, cfg)
     scores = score(test_items, preds)
+    greedy = scores if beam_size == 1 else score(test_items, captions(model, tok, test_table, cfg))
     baseline = score(test_items, nearest_neighbour_captions(*_baseline_tables(cfg, train_items, test_items)))
     return {
         "test_images": len(test_items),
         "decoding": decoding_record(beam_size, alpha, tried, "val CIDEr-D"),
         "model": scores,
-        "model_greedy": scores if beam_size == 1 else score(test_items, greedy),
+        "model_greedy": greedy,
         "nearest_neighbour": baseline,
         "beats_nearest_neighbour": {m: scores[m] > baseline[m] for m in ("Bleu_4", "CIDEr")},
         "examples": [

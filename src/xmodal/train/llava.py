@@ -108,11 +108,12 @@ class LlavaData:
                 image_size=cfg.model.image_size,
                 log=log,
             )
+        at = {k: i for i, k in enumerate(ids)}  # image id -> row of `table`
         caption_prompts: dict[str, str] = {}
         if d.retrieved_captions > 0:
             from xmodal.tasks.caption import neighbour_captions
 
-            base, at = (table if plain is None else plain), {k: i for i, k in enumerate(ids)}
+            base = table if plain is None else plain
             train_tokens = base[torch.tensor([at[c.image_id] for c in cap_train])]
             for items in (cap_train, cap_val, cap_test):
                 found = neighbour_captions(
@@ -134,7 +135,7 @@ class LlavaData:
             vqa_test=test_items,
             table=table,
             plain_table=plain,
-            row={k: i for i, k in enumerate(ids)},
+            row=at,
             stage2_captions=d.stage2_captions,
             stage2_caption_repeats=d.stage2_caption_repeats,
             references=d.references,
