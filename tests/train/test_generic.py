@@ -9,8 +9,9 @@ import torch
 from torch import nn
 
 from xmodal.config import OptimConfig, TrainConfig
-from xmodal.errors import ConfigError
+from xmodal.errors import CheckpointError, ConfigError
 from xmodal.train.checkpoint import MODEL_FILE, OPTIM_FILE, read_safetensors
+from xmodal.train.ema import WeightAverage
 from xmodal.train.generic import EpochSampler, GenericTrainer, build_adamw
 
 
@@ -31,7 +32,7 @@ X = torch.randn(40, 6, generator=torch.Generator().manual_seed(0))
 Y = (X[:, 0] > 0).long() + (X[:, 1] > 0).long()
 
 
-def make_trainer(run, *, steps=12, evaluate=None, select_best=True):
+def make_trainer(run, *, steps=12, evaluate=None, select_best=True, ema_decay=0.0):
     torch.manual_seed(1)
     model = Tiny()
     sampler = EpochSampler(len(X), batch_size=8, seed=2)
@@ -51,6 +52,7 @@ def make_trainer(run, *, steps=12, evaluate=None, select_best=True):
         run_dir=run,
         config={"recipe": "tiny"},
         evaluate=evaluate,
+        ema_decay=ema_decay,
     )
     return trainer, model
 
@@ -127,3 +129,100 @@ def test_lr_scale_splits_groups_and_scales_their_lr(tmp_path):
     assert got == [(1e-3, 0.0, 1), (1e-3, 0.1, 1), (1e-2, 0.0, 1), (1e-2, 0.1, 1)]
     plain = build_adamw(model, OptimConfig(lr=1e-3), lambda name: 1.0)
     assert [(g["lr"], g["weight_decay"]) for g in plain.param_groups] == [(1e-3, 0.1), (1e-3, 0.0)]
+
+
+def _raw_weights_per_step(tmp_path, steps):
+    """The trainable weights after each step of a run without averaging (same seeds, same batches)."""
+    trainer, model = make_trainer(tmp_path / "raw", steps=steps)
+    seen = []
+    loss_fn = trainer.loss_fn
+
+    def recording(m, batch):  # called before step k's update: holds the weights after step k - 1
+        seen.append({n: p.detach().clone() for n, p in m.named_parameters() if p.requires_grad})
+        return loss_fn(m, batch)
+
+    trainer.loss_fn = recording
+    trainer.fit()
+    seen.append({n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad})
+    return seen  # seen[k]: the weights after k steps
+
+
+def test_weight_average_is_the_ema_of_the_raw_weights(tmp_path):
+    seen = _raw_weights_per_step(tmp_path, 12)
+    expected = dict(seen[0])
+    for k in range(12):
+        d = min(0.9, (1 + k) / (10 + k))
+        expected = {n: d * expected[n] + (1 - d) * seen[k + 1][n] for n in expected}
+    trainer, model = make_trainer(tmp_path / "ema", steps=12, ema_decay=0.9)
+    trainer.fit()  # no validation: the final model is the average
+    for n, p in model.named_parameters():
+        if p.requires_grad:
+            torch.testing.assert_close(p, expected[n], rtol=1e-5, atol=1e-6)
+            assert not torch.allclose(p, seen[12][n])  # not the raw weights
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert (
+        set(WeightAverage(model, 0.9).shadow)
+        == trainable
+        == {"net.0.weight", "net.0.bias", "net.3.weight", "net.3.bias"}
+    )
+
+
+def test_fused_update_equals_the_reference():
+    torch.manual_seed(0)
+    a, b = Tiny(), Tiny()
+    b.load_state_dict(a.state_dict())
+    ea, eb = WeightAverage(a, 0.99), WeightAverage(b, 0.99)
+    for _ in range(5):
+        with torch.no_grad():
+            for pa, pb in zip(a.parameters(), b.parameters(), strict=True):
+                noise = torch.randn_like(pa)
+                pa.add_(noise)
+                pb.add_(noise)
+        ea.update()
+        eb.update_reference()
+    assert ea.updates == eb.updates == 5
+    for n in ea.shadow:
+        torch.testing.assert_close(ea.shadow[n], eb.shadow[n], rtol=1e-6, atol=1e-7)
+
+
+def test_validation_sees_the_average_and_training_continues_on_the_raw_weights(tmp_path):
+    seen = _raw_weights_per_step(tmp_path, 12)
+    validated = []
+
+    def evaluate(m):
+        validated.append(m.net[0].weight.detach().clone())
+        return {"score": float(len(validated) == 2)}  # the best: step 8
+
+    trainer, model = make_trainer(tmp_path / "ema", ema_decay=0.9, evaluate=evaluate)
+    result = trainer.fit()
+    assert result.best_step == 8
+    assert not torch.allclose(validated[0], seen[4]["net.0.weight"])  # the average, not the raw weights
+    assert torch.equal(model.net[0].weight, validated[1])  # the kept weights: the average at step 8
+    # the raw trajectory is unchanged by averaging: checkpointed raw weights equal the plain run's
+    raw = read_safetensors(tmp_path / "ema" / "checkpoints" / "last" / MODEL_FILE)
+    torch.testing.assert_close(raw["net.0.weight"], seen[12]["net.0.weight"], rtol=0, atol=0)
+
+
+def test_resume_with_averaging_is_exact(tmp_path):
+    straight, m1 = make_trainer(tmp_path / "a", ema_decay=0.8)
+    straight.fit()
+    crashed, _ = make_trainer(tmp_path / "b", ema_decay=0.8)
+    crashed.fit(stop_after=6)
+    resumed, m2 = make_trainer(tmp_path / "b", ema_decay=0.8)
+    resumed.fit(resume=True)
+    for (k, a), (_, b) in zip(m1.state_dict().items(), m2.state_dict().items(), strict=True):
+        assert torch.equal(a, b), k
+    state = json.loads((tmp_path / "b" / "checkpoints" / "last" / "state.json").read_text())
+    assert state["ema_updates"] == 12
+
+
+def test_resume_with_another_averaging_setting_is_refused_before_loading(tmp_path):
+    crashed, _ = make_trainer(tmp_path / "b")
+    crashed.fit(stop_after=4)
+    resumed, model = make_trainer(tmp_path / "b", ema_decay=0.8)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(CheckpointError, match="without a weight average"):
+        resumed.fit(resume=True)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    with pytest.raises(ConfigError, match="ema_decay"):
+        make_trainer(tmp_path / "c", ema_decay=1.0)

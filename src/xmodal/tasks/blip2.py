@@ -314,6 +314,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             lr_scale=(lambda n: cfg.model.lm_lr_scale if n.startswith("lm.") else 1.0)
             if name == "stage2"
             else None,
+            ema_decay=stage.ema_decay,
         )
         fit = trainer.fit(resume=bool(args.resume))
         results[name] = {"steps": fit.steps, "seconds": fit.seconds, "cpu_seconds": fit.cpu_seconds}

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,13 +24,15 @@ import torch
 from torch import Tensor, nn
 
 from xmodal.config import OptimConfig, TrainConfig
-from xmodal.errors import ConfigError
+from xmodal.errors import CheckpointError, ConfigError
 from xmodal.train.batches import _generator
 from xmodal.train.checkpoint import (
+    read_state,
     restore_training_checkpoint,
     save_model_dir,
     save_training_checkpoint,
 )
+from xmodal.train.ema import WeightAverage
 from xmodal.train.logging import MetricsLogger, progress_bar
 from xmodal.train.loop import load_mutable_state, mutable_state
 from xmodal.train.optim import _no_decay, warmup_cosine
@@ -121,6 +124,8 @@ class GenericTrainer:
             are the ones kept.
         progress: show a tqdm bar.
         lr_scale: optional ``lr_scale(parameter name)`` → multiplier of ``optim.lr`` (default 1).
+        ema_decay: > 0: keep an exponential moving average of the trainable weights
+            (:class:`xmodal.train.ema.WeightAverage`); it is what gets validated, selected and saved.
     """
 
     def __init__(
@@ -136,7 +141,10 @@ class GenericTrainer:
         evaluate: Callable[[nn.Module], dict[str, Any]] | None = None,
         progress: bool = False,
         lr_scale: Callable[[str], float] | None = None,
+        ema_decay: float = 0.0,
     ) -> None:
+        if not 0.0 <= ema_decay < 1.0:
+            raise ConfigError(f"ema_decay must be in [0, 1), got {ema_decay}")
         self.model = model
         self.batch_fn = batch_fn
         self.loss_fn = loss_fn
@@ -147,6 +155,7 @@ class GenericTrainer:
         self.evaluate = evaluate
         self.progress = progress
         self.lr_scale = lr_scale
+        self.ema_decay = ema_decay
 
     @property
     def checkpoint_dir(self) -> Path:
@@ -180,9 +189,16 @@ class GenericTrainer:
             ),
         )
         trainable = [p for p in model.parameters() if p.requires_grad]
+        ema = WeightAverage(model, self.ema_decay) if self.ema_decay > 0 else None
         start, best_score, best_step, best_val = 0, float("-inf"), None, None
         best_state: dict[str, Tensor] | None = None
         if resume and self.checkpoint_dir.exists():
+            if (read_state(self.checkpoint_dir).get("ema_updates") is None) != (ema is None):
+                raise CheckpointError(
+                    f"{self.checkpoint_dir}: the checkpoint was written "
+                    f"{'without' if ema is not None else 'with'} a weight average (ema_decay); "
+                    "resume with the run's own setting"
+                )
             state, extra = restore_training_checkpoint(
                 self.checkpoint_dir, model=model, optimizer=optimizer, scheduler=scheduler
             )
@@ -191,6 +207,8 @@ class GenericTrainer:
                 best_score = float(state["best_score"])
             best_step, best_val = state.get("best_step"), state.get("best_val")
             best_state = {k[5:]: v for k, v in extra.items() if k.startswith("best.")} or None
+            if ema is not None:
+                ema.load(extra, state["ema_updates"])
         logger = MetricsLogger(self.run_dir, append=resume and start > 0, resume_step=start)
         if start == 0:
             logger.write_config(self.config)
@@ -206,6 +224,8 @@ class GenericTrainer:
                 torch.nn.utils.clip_grad_norm_(trainable, o.grad_clip)
             optimizer.step()
             scheduler.step()
+            if ema is not None:
+                ema.update()
             done = step + 1
             if done % t.log_every == 0 or done == t.steps:
                 logger.log({"step": done, "loss": loss.item(), "lr": scheduler.get_last_lr()[0], **logged})
@@ -216,11 +236,12 @@ class GenericTrainer:
                 and t.eval_every > 0
                 and (done % t.eval_every == 0 or done == t.steps)
             ):
-                metrics = self._validate(model)
-                logger.log({"step": done, **{f"val/{k}": v for k, v in metrics.items()}})
-                if metrics["score"] > best_score:
-                    best_score, best_step, best_val = float(metrics["score"]), done, metrics
-                    best_state = mutable_state(model)
+                with ema.averaged() if ema is not None else nullcontext():
+                    metrics = self._validate(model)
+                    logger.log({"step": done, **{f"val/{k}": v for k, v in metrics.items()}})
+                    if metrics["score"] > best_score:
+                        best_score, best_step, best_val = float(metrics["score"]), done, metrics
+                        best_state = mutable_state(model)
             if bar is not None:
                 bar.update(1)
             if done % t.ckpt_every == 0 or done == end:
@@ -229,8 +250,12 @@ class GenericTrainer:
                     model=model,
                     optimizer=optimizer,
                     scheduler=scheduler,
-                    extra_tensors={f"best.{k}": v for k, v in (best_state or {}).items()},
+                    extra_tensors={
+                        **{f"best.{k}": v for k, v in (best_state or {}).items()},
+                        **(ema.tensors() if ema is not None else {}),
+                    },
                     state={
+                        "ema_updates": ema.updates if ema is not None else None,
                         "step": done,
                         "config": self.config,
                         "best_score": best_score if best_step is not None else None,
@@ -246,6 +271,8 @@ class GenericTrainer:
             return result
         if t.select_best and best_state is not None:
             load_mutable_state(model, best_state)
+        elif ema is not None:
+            ema.copy_to_model()
         model.eval()
         save_model_dir(
             self.run_dir / "model", model, {"config": self.config, "step": t.steps, "best_step": best_step}

@@ -244,6 +244,7 @@ def train_stage(
         config=config,
         progress=progress,
         evaluate=evaluate,
+        ema_decay=stage.ema_decay,
     )
     return trainer.fit(resume=resume)
 

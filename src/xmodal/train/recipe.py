@@ -31,6 +31,8 @@ class StageSection:
     batch_size: int = 32
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(eval_every=0, ckpt_every=100))
+    # > 0: validate, select and keep an exponential moving average of the weights (xmodal.train.ema)
+    ema_decay: float = 0.0
 
 
 def load_recipe(cls: type[T], path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> T:
