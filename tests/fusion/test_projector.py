@@ -23,6 +23,31 @@ def test_llava_1_5_matches_the_reference_builder():
     assert [type(m) for m in proj.layers] == [nn.Linear, nn.GELU, nn.Linear]
 
 
+def test_dropout_acts_on_the_tokens_and_hidden_layer_in_training_only():
+    torch.manual_seed(0)
+    proj = build_projector(ProjectorConfig(depth=2, input_norm=True, dropout=0.5), in_dim=12, out_dim=16)
+    kinds = [type(m) for m in proj.layers]
+    assert kinds == [nn.LayerNorm, nn.Dropout, nn.Linear, nn.GELU, nn.Dropout, nn.Linear]
+    plain = build_projector(ProjectorConfig(depth=2, input_norm=True), in_dim=12, out_dim=16)
+    # same parameters: LayerNorm 0, Linear 2 → 1, Linear 5 → 3
+    plain.load_state_dict(
+        {
+            k.replace("layers.2.", "layers.1.").replace("layers.5.", "layers.3."): v
+            for k, v in proj.state_dict().items()
+        }
+    )
+    x = torch.randn(4, 5, 12)
+    proj.eval()
+    torch.testing.assert_close(proj(x), plain(x), rtol=0, atol=0)  # eval: dropout is the identity
+    proj.train()
+    torch.manual_seed(1)
+    a = proj(x)
+    torch.manual_seed(1)
+    ln, d1, l1, act, d2, l2 = proj.layers
+    torch.testing.assert_close(a, l2(d2(act(l1(d1(ln(x)))))), rtol=0, atol=0)
+    assert not torch.allclose(a, plain(x))
+
+
 def test_linear_projector_is_one_matrix():
     proj = build_projector(ProjectorConfig(kind="linear", depth=1), in_dim=8, out_dim=4)
     assert [type(m) for m in proj.layers] == [nn.Linear]
@@ -50,6 +75,7 @@ def test_depth_activation_hidden_and_norm_are_explicit():
     [
         (ProjectorConfig(kind="conv"), "kind"),
         (ProjectorConfig(kind="linear", depth=2), "linear projector has depth 1"),
+        (ProjectorConfig(dropout=1.0), "dropout"),
         (ProjectorConfig(kind="mlp", depth=0), "must be >= 1"),
         (ProjectorConfig(kind="mlp", activation="mlp2x_gelu"), "unknown 'mlp2x_gelu'"),
     ],

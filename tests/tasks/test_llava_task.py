@@ -10,6 +10,7 @@ from safetensors.torch import load_file
 
 from xmodal.cli import main
 from xmodal.lm.tiny import save_tiny_lm
+from xmodal.tasks.vqa import prior_answers
 
 CONFIG = "configs/llava_emoji.yaml"
 
@@ -183,3 +184,21 @@ def test_retrieval_augmented_caption_prompts(tiny_lm):
         assert "similar: " in text and c.captions[0] in text
         answer = [t for t, lab in zip(sample.input_ids, sample.labels, strict=True) if lab != -100]
         assert tok.decode(answer).strip().startswith(c.captions[0])
+
+
+def test_spread_caps_evenly_and_zero_means_none():
+    from xmodal.train.llava import _spread
+
+    items = list(range(10))
+    assert _spread(items, None) == items and _spread(items, 12) == items
+    assert _spread(items, 5) == [0, 2, 4, 6, 8]
+    assert _spread(items, 0) == []
+
+
+def test_no_training_questions_or_captions_is_a_config_error(tmp_path, capsys):
+    for key in ("max_train_questions", "max_train_captions"):
+        argv = ["train", CONFIG, "--out", str(tmp_path / key), "--set", f"data.{key}=0"]
+        assert main(argv) == 2
+        assert f"data.{key} must be >= 1 or null, got 0" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="needs training questions"):
+        prior_answers([], [])

@@ -36,6 +36,9 @@ class ProjectorConfig:
         activation: between layers, one of :data:`ACTIVATIONS` (LLaVA-1.5: "gelu").
         hidden_dim: width of the hidden layers (None: the LM's width, as LLaVA-1.5).
         input_norm: LayerNorm on the vision tokens first (useful for un-normalised CNN features).
+        dropout: while training, dropout on the (normalised) vision tokens and after each hidden
+            activation (Srivastava et al. 2014): regularises a projector that would otherwise memorise
+            the training images' frozen features. 0: none (LLaVA-1.5).
     """
 
     kind: str = "mlp"
@@ -43,6 +46,7 @@ class ProjectorConfig:
     activation: str = "gelu"
     hidden_dim: int | None = None
     input_norm: bool = False
+    dropout: float = 0.0
 
 
 def llava_1_5_projector() -> ProjectorConfig:
@@ -60,6 +64,7 @@ class MlpProjector(nn.Module):
         hidden_dim: width between layers (default ``out_dim``).
         act_layer: activation class, instantiated without arguments.
         input_norm: LayerNorm(D_vision) first.
+        dropout: dropout probability on the input tokens and after each activation (0: no layer added).
     """
 
     def __init__(
@@ -71,6 +76,7 @@ class MlpProjector(nn.Module):
         hidden_dim: int | None = None,
         act_layer: type[nn.Module] = nn.GELU,
         input_norm: bool = False,
+        dropout: float = 0.0,
     ) -> None:
         super().__init__()
         if depth < 1:
@@ -81,6 +87,8 @@ class MlpProjector(nn.Module):
         for i in range(depth):
             if i > 0:
                 layers.append(act_layer())
+            if dropout > 0:
+                layers.append(nn.Dropout(dropout))
             layers.append(nn.Linear(dims[i], dims[i + 1]))
         self.layers = nn.Sequential(*layers)
         self.in_dim, self.out_dim, self.depth = in_dim, out_dim, depth
@@ -102,6 +110,8 @@ def build_projector(cfg: ProjectorConfig, *, in_dim: int, out_dim: int) -> MlpPr
         raise ConfigError(f"projector.depth: a linear projector has depth 1, got {cfg.depth}")
     if cfg.depth < 1:
         raise ConfigError(f"projector.depth: must be >= 1, got {cfg.depth}")
+    if not 0.0 <= cfg.dropout < 1.0:
+        raise ConfigError(f"projector.dropout: must be in [0, 1), got {cfg.dropout}")
     if cfg.activation not in ACTIVATIONS:
         raise ConfigError(
             f"projector.activation: unknown {cfg.activation!r} (known: {', '.join(sorted(ACTIVATIONS))})"
@@ -113,4 +123,5 @@ def build_projector(cfg: ProjectorConfig, *, in_dim: int, out_dim: int) -> MlpPr
         hidden_dim=cfg.hidden_dim,
         act_layer=ACTIVATIONS[cfg.activation],
         input_norm=cfg.input_norm,
+        dropout=cfg.dropout,
     )

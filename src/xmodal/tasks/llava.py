@@ -129,6 +129,10 @@ def load_llava_recipe(args: argparse.Namespace) -> LlavaRecipe:
     from xmodal.data.vl import check_references
 
     check_references(cfg.data.references, "data.references")
+    for key in ("max_train_captions", "max_train_questions"):
+        cap = getattr(cfg.data, key)
+        if cap is not None and cap < 1:  # captions train stage 1; questions, the question-only baseline
+            raise XmodalError(f"data.{key} must be >= 1 or null, got {cap}")
     return cfg
 
 

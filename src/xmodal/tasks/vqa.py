@@ -225,6 +225,8 @@ def generate_answers(
 def prior_answers(train: list[VQAItem], items: list[VQAItem]) -> dict[Hashable, str]:
     """Question-only prior: the most common training answer for the same question text, else for the
     same question type, else overall."""
+    if not train:
+        raise ValueError("the question-only baseline needs training questions (none given)")
     by_question: dict[str, Counter[str]] = {}
     by_type: dict[str, Counter[str]] = {}
     for i in train:

@@ -38,6 +38,8 @@ def _spread(items: list[Any], cap: int | None) -> list[Any]:
     """At most ``cap`` items, evenly spaced (every source of a mixed list stays represented)."""
     if cap is None or cap >= len(items):
         return items
+    if cap <= 0:
+        return []
     step = len(items) / cap
     return [items[int(i * step)] for i in range(cap)]
 
