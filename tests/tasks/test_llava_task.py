@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -70,6 +71,25 @@ def test_train_then_eval_writes_metrics(tiny_lm, tmp_path):
     best = max(decoding["val_search"], key=lambda r: (r["val_CIDEr"], r["val_Bleu_4"]))
     assert decoding["chosen"] == {k: v for k, v in best.items() if not k.startswith("val_")}
     assert set(metrics["baselines"]) == {"nearest_neighbour_caption", "question_only"}
+    # every test prediction, the baselines' too, in the COCO / VQAv2 formats: rescored, the same numbers
+    from xmodal.eval.captions import evaluate_caption_files
+    from xmodal.eval.vqa import evaluate_vqa_files
+
+    files = metrics["llava"]["files"]
+    assert "stage1_only" in metrics and "files" not in metrics["stage1_only"]
+    for name, m in (
+        ("llava", metrics["llava"]),
+        ("nearest_neighbour", metrics["baselines"]["nearest_neighbour_caption"]),
+    ):
+        again = evaluate_caption_files(
+            files["captions"]["references"], files["captions"][name], meteor=False, spice=False
+        )
+        assert {k: again[k] for k in ("Bleu_4", "CIDEr")} == {
+            k: m["captions"][k] for k in ("Bleu_4", "CIDEr")
+        }
+    vqa = files["vqa"]
+    for name, m in (("llava", metrics["llava"]), ("question_only", metrics["baselines"]["question_only"])):
+        assert evaluate_vqa_files(vqa["questions"], vqa["annotations"], vqa[name]) == m["vqa"]
     # the model saw multi-scale tokens, the nearest-neighbour baseline the plain last map as everywhere
     from xmodal.data.vl import emoji_caption_items
     from xmodal.tasks.caption import nearest_neighbour_captions, score
@@ -112,6 +132,8 @@ def test_train_then_eval_writes_metrics(tiny_lm, tmp_path):
     again = json.loads(ev.read_text())
     assert again["llava"]["captions"] == metrics["llava"]["captions"]  # same weights, same greedy output
     assert again["llava"]["vqa"] == metrics["llava"]["vqa"]
+    rescored = json.loads((tmp_path / "eval_predictions" / "captions_test_llava.json").read_text())
+    assert rescored == json.loads(Path(metrics["llava"]["files"]["captions"]["llava"]).read_text())
 
 
 def test_too_many_all_masked_samples_stop_the_run(tmp_path, capsys):

@@ -205,7 +205,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     clock.lap("stage2", t, c)
     save_llava(out / "model", model, tok, spec_of(cfg, data.table.shape[-1]), {"config": to_dict(cfg)})
     t, c = time.perf_counter(), time.process_time()
-    metrics["llava"] = evaluate(model, tok, data, cfg.eval)
+    metrics["llava"] = evaluate(model, tok, data, cfg.eval, files=out / "predictions")
     clock.lap("eval", t, c)
     metrics["train"] = {
         "stage1": {"steps": r1.steps, "seconds": r1.seconds, "cpu_seconds": r1.cpu_seconds},
@@ -233,11 +233,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
     clock = Clock()
     t, c = time.perf_counter(), time.process_time()
     data = LlavaData.build(cfg, tok, log=_note)
-    metrics: dict[str, Any] = {"llava": evaluate(model, tok, data, cfg.eval), "baselines": data.baselines()}
-    clock.lap("eval", t, c)
-    metrics["timing"] = clock.total()
     ckpt = Path(args.checkpoint)
     out = Path(args.out) if args.out else ckpt / "eval.json"
+    files = out.parent / f"{out.stem}_predictions"
+    metrics: dict[str, Any] = {
+        "llava": evaluate(model, tok, data, cfg.eval, files=files),
+        "baselines": data.baselines(),
+    }
+    clock.lap("eval", t, c)
+    metrics["timing"] = clock.total()
     write_json_atomic(out, metrics)
     print(summary_table(metrics))
     print(f"metrics: {out}")

@@ -190,9 +190,10 @@ class LlavaData:
         return self.table[torch.tensor([self.row[i] for i in image_ids])]
 
     # -- baselines --------------------------------------------------------------------------------
-    def baselines(self) -> dict[str, Any]:
-        """Nearest-neighbour captions and question-only answers (the caption / VQA tasks' own), scored."""
-        from xmodal.tasks.caption import nearest_neighbour_captions, score
+    def baseline_predictions(self) -> tuple[dict[Hashable, str], dict[Hashable, str]]:
+        """The nearest-neighbour captions of the test emoji and the question-only answers of the test
+        questions (the caption / VQA tasks' own baselines)."""
+        from xmodal.tasks.caption import nearest_neighbour_captions
         from xmodal.tasks.vqa import prior_answers
 
         plain = self.table if self.plain_table is None else self.plain_table
@@ -205,10 +206,41 @@ class LlavaData:
             self.caption_train,
             tokens(self.caption_test),
         )
-        answers = prior_answers(self.vqa_train, self.vqa_test)
+        captions = {c.image_id: p for c, p in zip(self.caption_test, nn_caps, strict=True)}
+        return captions, prior_answers(self.vqa_train, self.vqa_test)
+
+    def baselines(self) -> dict[str, Any]:
+        """Nearest-neighbour captions and question-only answers, scored."""
+        from xmodal.tasks.caption import score
+
+        captions, answers = self.baseline_predictions()
         return {
-            "nearest_neighbour_caption": {"captions": score(self.caption_test, nn_caps)},
+            "nearest_neighbour_caption": {
+                "captions": score(self.caption_test, [captions[c.image_id] for c in self.caption_test])
+            },
             "question_only": {"vqa": vqa_accuracy([q.annotation() for q in self.vqa_test], answers)},
+        }
+
+    def write_predictions(
+        self, folder: Path, captions: dict[Hashable, str], answers: dict[Hashable, str]
+    ) -> dict[str, Any]:
+        """The test references, questions and annotations, and the model's and the baselines' captions
+        and answers, in the COCO / VQAv2 formats (:mod:`xmodal.eval.results_files`) under ``folder``."""
+        from xmodal.eval.results_files import write_caption_files, write_vqa_files
+
+        nn_caps, prior = self.baseline_predictions()
+        refs = {c.image_id: list(c.captions) for c in self.caption_test}
+        return {
+            "captions": write_caption_files(
+                folder, "test", refs, {"llava": captions, "nearest_neighbour": nn_caps}
+            ),
+            "vqa": write_vqa_files(
+                folder,
+                "test",
+                [q.annotation() for q in self.vqa_test],
+                {q.question_id: q.question for q in self.vqa_test},
+                {"llava": answers, "question_only": prior},
+            ),
         }
 
 
@@ -308,8 +340,11 @@ def caption_decoding(
     return grid[best], search
 
 
-def evaluate(model: Llava, tokenizer: Any, data: LlavaData, cfg: LlavaEvalSection) -> dict[str, Any]:
-    """Caption scores on the held-out emoji and VQA accuracy on the test questions, with examples."""
+def evaluate(
+    model: Llava, tokenizer: Any, data: LlavaData, cfg: LlavaEvalSection, files: Path | None = None
+) -> dict[str, Any]:
+    """Caption scores on the held-out emoji and VQA accuracy on the test questions, with examples; with
+    ``files``, every prediction (and the baselines') in the official formats there (``"files"``)."""
     from xmodal.eval.llava import evaluate_captions, evaluate_vqa
 
     truncation = TruncationCounter()
@@ -334,7 +369,9 @@ def evaluate(model: Llava, tokenizer: Any, data: LlavaData, cfg: LlavaEvalSectio
         data.tokens_of([q.image_id for q in qs]),
         **kw,
     )
+    written = {} if files is None else {"files": data.write_predictions(files, cap_preds, answers)}
     return {
+        **written,
         "captions": caps,
         "vqa": acc,
         "caption_decoding": {"chosen": decoding, "val_search": search, "val_images": len(data.caption_val)},
