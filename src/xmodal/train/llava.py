@@ -206,7 +206,9 @@ class LlavaData:
             self.caption_train,
             tokens(self.caption_test),
         )
-        captions = {c.image_id: p for c, p in zip(self.caption_test, nn_caps, strict=True)}
+        captions: dict[Hashable, str] = {
+            c.image_id: p for c, p in zip(self.caption_test, nn_caps, strict=True)
+        }
         return captions, prior_answers(self.vqa_train, self.vqa_test)
 
     def baselines(self) -> dict[str, Any]:
@@ -229,7 +231,7 @@ class LlavaData:
         from xmodal.eval.results_files import write_caption_files, write_vqa_files
 
         nn_caps, prior = self.baseline_predictions()
-        refs = {c.image_id: list(c.captions) for c in self.caption_test}
+        refs: dict[Hashable, list[str]] = {c.image_id: list(c.captions) for c in self.caption_test}
         return {
             "captions": write_caption_files(
                 folder, "test", refs, {"llava": captions, "nearest_neighbour": nn_caps}
