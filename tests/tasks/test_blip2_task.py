@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+from tests.rescoring import assert_rescored
+
 from xmodal.cli import main
 from xmodal.lm.tiny import save_tiny_lm
 
@@ -66,6 +68,8 @@ def test_train_then_eval_writes_caption_metrics_and_reproduces_them(tmp_path):
     )
     again = json.loads((out / "model" / "eval.json").read_text())["blip2"]
     assert again["model"] == b["model"]
+    assert_rescored(b["files"], {"blip2": b["model"], "nearest_neighbour": b["nearest_neighbour"]})
+    assert again["files"]["blip2"] == str(out / "model" / "eval_predictions" / "captions_test_blip2.json")
 
 
 def test_bad_references_value_is_a_one_line_error(tmp_path, capsys):

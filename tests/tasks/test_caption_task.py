@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from tests.rescoring import assert_rescored
 
 from xmodal.cli import main
 from xmodal.data.prepare import prepare
@@ -54,6 +55,9 @@ def test_train_then_eval(tmp_path, decoder, real_emoji_root):
     assert run("eval", CONFIG, "--checkpoint", str(out / "model"), "--out", str(tmp_path / "ev")) == 0
     again = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     assert again["model"] == metrics["model"] and again["nearest_neighbour"] == metrics["nearest_neighbour"]
+    nn_scores = metrics["nearest_neighbour"]
+    assert_rescored(metrics["files"], {"model": metrics["model"], "nearest_neighbour": nn_scores})
+    assert (tmp_path / "ev" / "predictions" / "captions_test_model.json").is_file()
 
     assert (
         run("train", CONFIG, "--out", str(out), "--set", f"model.decoder={decoder}") == 2

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+from tests.rescoring import assert_rescored
+
 from xmodal.cli import main
 from xmodal.lm.tiny import save_tiny_lm
 
@@ -70,6 +72,11 @@ def test_train_then_eval_writes_few_shot_metrics_and_reproduces_them(tmp_path):
     again = json.loads((out / "model" / "eval.json").read_text())["flamingo"]["few_shot"]
     for name, r in fs.items():
         assert again[name]["CIDEr"] == r["CIDEr"] and again[name]["Bleu_4"] == r["Bleu_4"], name
+    names = {"k0": "k=0", "k2_random": "k=2/random", "k2_rices": "k=2/rices", "k4_random": "k=4/random"}
+    names["k4_rices"] = "k=4/rices"
+    want = {f: fs[k] for f, k in names.items()}
+    want["nearest_neighbour"] = metrics["flamingo"]["nearest_neighbour"]
+    assert_rescored(metrics["flamingo"]["files"], want)
 
 
 def test_bad_method_is_a_clear_error(tmp_path, capsys):

@@ -212,10 +212,10 @@ def choose_decoding(model: Any, tok: Any, cfg: Blip2Recipe) -> tuple[int, float,
     )
 
 
-def evaluate(model: Any, tok: Any, cfg: Blip2Recipe) -> dict[str, Any]:
+def evaluate(model: Any, tok: Any, cfg: Blip2Recipe, files: Path | None = None) -> dict[str, Any]:
     """Captions of the test emoji (the decoding chosen on val; greedy beside it) and the nearest-neighbour
-    baseline."""
-    from xmodal.tasks.caption import decoding_record, nearest_neighbour_captions, score
+    baseline; with ``files``, both as COCO files there."""
+    from xmodal.tasks.caption import decoding_record, nearest_neighbour_captions, score, write_test_captions
     from xmodal.tasks.flamingo import _baseline_tables
 
     train_items, _ = _split("train", cfg, cfg.max_train_images)
@@ -224,8 +224,10 @@ def evaluate(model: Any, tok: Any, cfg: Blip2Recipe) -> dict[str, Any]:
     preds = captions(model, tok, test_table, cfg, beam_size=beam_size, alpha=alpha)
     scores = score(test_items, preds)
     greedy = scores if beam_size == 1 else score(test_items, captions(model, tok, test_table, cfg))
-    baseline = score(test_items, nearest_neighbour_captions(*_baseline_tables(cfg, train_items, test_items)))
+    nn_preds = nearest_neighbour_captions(*_baseline_tables(cfg, train_items, test_items))
+    baseline = score(test_items, nn_preds)
     return {
+        **write_test_captions(files, test_items, {"blip2": preds, "nearest_neighbour": nn_preds}),
         "test_images": len(test_items),
         "decoding": decoding_record(beam_size, alpha, tried, "val CIDEr-D"),
         "model": scores,
@@ -326,7 +328,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     metrics: dict[str, Any] = {
         "task": "blip2",
         "stage0": stage0,
-        "blip2": evaluate(model, tok, cfg),
+        "blip2": evaluate(model, tok, cfg, files=out / "predictions"),
         "train": results,
     }
     metrics["timing"] = {
@@ -346,6 +348,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     """``xmodal eval configs/blip2_emoji.yaml --checkpoint DIR``: captions of a saved BLIP-2 model."""
+    from xmodal.tasks.caption import predictions_dir
     from xmodal.tasks.flamingo import lm_folder
     from xmodal.train.checkpoint import MODEL_FILE, load_model_weights, write_json_atomic
     from xmodal.train.recipe import checkpoint_folder, load_recipe
@@ -357,8 +360,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     _, table = _split("test", cfg, 1)
     model, tok, _ = build(cfg, lm_dir, table.shape[-1])
     load_model_weights(model, folder / MODEL_FILE)
-    metrics = {"task": "blip2", "blip2": evaluate(model, tok, cfg)}
     out = Path(args.out) if args.out else folder / "eval.json"
+    metrics = {"task": "blip2", "blip2": evaluate(model, tok, cfg, files=predictions_dir(out))}
     write_json_atomic(out, metrics)
     print(f"metrics: {out}")
     return 0

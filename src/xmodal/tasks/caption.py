@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -275,8 +275,35 @@ def val_record(scores: dict[str, float]) -> dict[str, Any]:
     return {"score": scores["CIDEr"], "CIDEr": scores["CIDEr"], "Bleu_4": scores["Bleu_4"]}
 
 
-def evaluate(model: Captioner, tok: BPETokenizer, cfg: CaptionRecipe, *, progress: bool) -> dict[str, Any]:
-    """Test-split scores of the model (beam search and greedy) beside the nearest-neighbour baseline."""
+def predictions_dir(metrics_file: Path) -> Path:
+    """Where a recipe writes the test predictions behind ``metrics_file``: ``RUN/metrics.json`` →
+    ``RUN/predictions``, ``X/eval.json`` → ``X/eval_predictions``."""
+    name = "predictions" if metrics_file.name == "metrics.json" else f"{metrics_file.stem}_predictions"
+    return metrics_file.parent / name
+
+
+def write_test_captions(
+    folder: Path | None, items: list[CaptionItem], predictions: dict[str, list[str]]
+) -> dict[str, Any]:
+    """``{"files": {...}}``: the test references and every ``{name: captions in items' order}`` as COCO
+    files under ``folder`` (:func:`xmodal.eval.results_files.write_caption_files`); ``{}`` without one."""
+    if folder is None:
+        return {}
+    from xmodal.eval.results_files import write_caption_files
+
+    refs: dict[Hashable, list[str]] = {it.image_id: list(it.captions) for it in items}
+    ids: list[Hashable] = [it.image_id for it in items]
+    by_id: dict[str, Mapping[Hashable, str]] = {
+        name: dict(zip(ids, preds, strict=True)) for name, preds in predictions.items()
+    }
+    return {"files": write_caption_files(folder, "test", refs, by_id)}
+
+
+def evaluate(
+    model: Captioner, tok: BPETokenizer, cfg: CaptionRecipe, *, progress: bool, files: Path | None = None
+) -> dict[str, Any]:
+    """Test-split scores of the model (beam search and greedy) beside the nearest-neighbour baseline;
+    with ``files``, the test captions of both in the COCO formats there (:func:`write_test_captions`)."""
     t0, c0 = time.perf_counter(), time.process_time()
     train_items, train_tokens = split_tokens("train", cfg, limit=cfg.data.max_train_images, progress=progress)
     test_items, test_tokens = split_tokens("test", cfg, limit=cfg.data.max_eval_images, progress=progress)
@@ -309,6 +336,7 @@ def evaluate(model: Captioner, tok: BPETokenizer, cfg: CaptionRecipe, *, progres
             }
             for it, p, n in list(zip(test_items, beam, nn_preds, strict=True))[:10]
         ],
+        **write_test_captions(files, test_items, {"model": beam, "nearest_neighbour": nn_preds}),
         "eval_seconds": time.perf_counter() - t0,
         "eval_cpu_seconds": time.process_time() - c0,
     }
@@ -365,7 +393,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         lr_scale=lr_scale(cfg.model),
     )
     result = trainer.fit(resume=args.resume)
-    metrics = evaluate(model, tok, cfg, progress=progress)
+    metrics = evaluate(model, tok, cfg, progress=progress, files=predictions_dir(out / "metrics.json"))
     metrics["train"] = {
         "steps": result.steps,
         "seconds": result.seconds,
@@ -419,8 +447,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     cfg = load_recipe(CaptionRecipe, args.config, args.set)
     folder, state = checkpoint_folder(args.checkpoint)
     model, tok = load_trained(folder, state, cfg)
-    metrics = evaluate(model, tok, cfg, progress=progress_wanted(args))
     out = eval_output(args, folder)
+    metrics = evaluate(model, tok, cfg, progress=progress_wanted(args), files=predictions_dir(out))
     write_json_atomic(out, metrics)
     print(summary_line(metrics))
     print(f"metrics: {out}")

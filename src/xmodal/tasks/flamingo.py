@@ -185,9 +185,12 @@ def build(cfg: FlamingoRecipe, lm_dir: Path, vision_dim: int) -> tuple[Any, Any,
     return model, tok, tokens
 
 
-def evaluate(model: Any, tok: Any, tokens: Any, cfg: FlamingoRecipe, max_len: int) -> dict[str, Any]:
-    """Few-shot captioning scores for every (k, method), the nearest-neighbour baseline, examples."""
-    from xmodal.tasks.caption import decoding_record, nearest_neighbour_captions, score
+def evaluate(
+    model: Any, tok: Any, tokens: Any, cfg: FlamingoRecipe, max_len: int, files: Path | None = None
+) -> dict[str, Any]:
+    """Few-shot captioning scores for every (k, method), the nearest-neighbour baseline, examples; with
+    ``files``, the test captions of every setting (``k0``, ``k2_random``, ...) as COCO files there."""
+    from xmodal.tasks.caption import decoding_record, nearest_neighbour_captions, score, write_test_captions
     from xmodal.train.flamingo import CaptionSequences, example_prompt, few_shot_captions
 
     train_items, train_table = _split("train", cfg, cfg.data.max_train_images)
@@ -199,6 +202,7 @@ def evaluate(model: Any, tok: Any, tokens: Any, cfg: FlamingoRecipe, max_len: in
     beam_size, alpha, tried = choose_decoding(model, tok, tokens, cfg, train_items, train_table, max_len)
     results: dict[str, Any] = {}
     examples: dict[str, Any] = {}
+    written: dict[str, list[str]] = {}
     for k in e.shots:
         for method in e.methods if k > 0 else e.methods[:1]:
             name = f"k={k}" if k == 0 else f"k={k}/{method}"
@@ -220,6 +224,7 @@ def evaluate(model: Any, tok: Any, tokens: Any, cfg: FlamingoRecipe, max_len: in
                 alpha=alpha,
             )
             results[name] = {**score(test_items, preds), "seconds": time.perf_counter() - t0}
+            written[name.replace("=", "").replace("/", "_")] = preds
             examples[name] = {
                 "image_id": test_items[0].image_id,
                 "prompt": example_prompt(train_items, demos[0]),
@@ -227,8 +232,10 @@ def evaluate(model: Any, tok: Any, tokens: Any, cfg: FlamingoRecipe, max_len: in
                 "references": list(test_items[0].captions),
             }
             _note(f"{name}: BLEU-4 {results[name]['Bleu_4']:.4f} CIDEr-D {results[name]['CIDEr']:.4f}")
-    baseline = score(test_items, nearest_neighbour_captions(*_baseline_tables(cfg, train_items, test_items)))
+    nn_preds = nearest_neighbour_captions(*_baseline_tables(cfg, train_items, test_items))
+    baseline = score(test_items, nn_preds)
     return {
+        **write_test_captions(files, test_items, {**written, "nearest_neighbour": nn_preds}),
         "test_images": len(test_items),
         "decoding": decoding_record(
             beam_size, alpha, tried, f"val CIDEr-D at k={e.val_shots} ({e.val_method})"
@@ -441,7 +448,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     fit = trainer.fit(resume=bool(args.resume))
     t1, c1 = time.perf_counter(), time.process_time()
     metrics: dict[str, Any] = {"task": "flamingo", "stage0": stage0}
-    metrics["flamingo"] = evaluate(model, tok, tokens, cfg, _context(cfg, model))
+    metrics["flamingo"] = evaluate(model, tok, tokens, cfg, _context(cfg, model), files=out / "predictions")
     metrics["train"] = {
         "steps": fit.steps,
         "seconds": fit.seconds,
@@ -464,6 +471,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     """``xmodal eval configs/flamingo_emoji.yaml --checkpoint DIR``: few-shot captions of a saved model."""
+    from xmodal.tasks.caption import predictions_dir
     from xmodal.train.checkpoint import MODEL_FILE, load_model_weights, write_json_atomic
     from xmodal.train.recipe import checkpoint_folder
 
@@ -474,11 +482,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
     _, table = _split("test", cfg, 1)
     model, tok, tokens = build(cfg, lm_dir, table.shape[-1])
     load_model_weights(model, folder / MODEL_FILE)
+    out = Path(args.out) if args.out else folder / "eval.json"
     metrics: dict[str, Any] = {
         "task": "flamingo",
-        "flamingo": evaluate(model, tok, tokens, cfg, _context(cfg, model)),
+        "flamingo": evaluate(model, tok, tokens, cfg, _context(cfg, model), files=predictions_dir(out)),
     }
-    out = Path(args.out) if args.out else folder / "eval.json"
     write_json_atomic(out, metrics)
     print(summary_table(metrics["flamingo"]))
     print(f"metrics: {out}")

@@ -225,6 +225,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     """``xmodal eval configs/llava_emoji.yaml --checkpoint DIR``: captions + VQA of a saved LLaVA model."""
     from xmodal.models.llava_io import load_llava
+    from xmodal.tasks.caption import predictions_dir
     from xmodal.train.checkpoint import write_json_atomic
     from xmodal.train.llava import LlavaData, evaluate
 
@@ -235,7 +236,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     data = LlavaData.build(cfg, tok, log=_note)
     ckpt = Path(args.checkpoint)
     out = Path(args.out) if args.out else ckpt / "eval.json"
-    files = out.parent / f"{out.stem}_predictions"
+    files = predictions_dir(out)
     metrics: dict[str, Any] = {
         "llava": evaluate(model, tok, data, cfg.eval, files=files),
         "baselines": data.baselines(),
