@@ -226,3 +226,20 @@ def test_beam_search_scores_its_captions_exactly_and_beam_one_is_greedy(tiny_lm)
     )
     for b in range(3):
         assert [t for t in padded[b].tolist() if t != -1] == found.tokens[b]
+
+
+def test_feature_dropout_masks_the_normalised_features_in_training_only():
+    s = stage1()
+    s.feature_drop.p = 0.5
+    features = batch()[0]
+    normed = s.ln_vision(features)
+    s.eval()
+    torch.testing.assert_close(s.image_features(None, features), normed, rtol=0, atol=0)
+    s.train()
+    torch.manual_seed(3)
+    dropped = s.image_features(None, features)
+    zero = dropped == 0
+    assert 0.3 < zero.float().mean().item() < 0.7  # about half the entries dropped, the rest scaled by 2
+    torch.testing.assert_close(dropped[~zero], 2 * normed[~zero])
+    plain = Blip2Stage1(qformer=s.qformer, embed_dim=16, dec_token_id=DEC, pad_token_id=PAD)
+    assert plain.feature_drop.p == 0.0  # BLIP-2's default: none

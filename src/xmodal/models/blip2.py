@@ -100,6 +100,8 @@ class Blip2Stage1(nn.Module):
         pad_token_id: padding id (masked in the ITG labels).
         init_temperature: initial ITC temperature (BLIP-2: 0.07), learned.
         vision_encoder: optional frozen encoder giving ``EncoderOutput.tokens``; else pass features.
+        feature_dropout: while training, dropout on the normalised frozen image features (not in BLIP-2;
+            against memorising a small training set's features). 0: none.
     """
 
     def __init__(
@@ -111,6 +113,7 @@ class Blip2Stage1(nn.Module):
         pad_token_id: int = 0,
         init_temperature: float = 0.07,
         vision_encoder: nn.Module | None = None,
+        feature_dropout: float = 0.0,
     ) -> None:
         super().__init__()
         dim = qformer.dim
@@ -119,6 +122,7 @@ class Blip2Stage1(nn.Module):
         if vision_encoder is not None:
             vision_encoder.requires_grad_(False)
         self.ln_vision = nn.LayerNorm(qformer.encoder_dim)  # BLIP-2's trainable norm on the frozen features
+        self.feature_drop = nn.Dropout(feature_dropout)
         self.vision_proj, self.text_proj = nn.Linear(dim, embed_dim), nn.Linear(dim, embed_dim)
         self.itm_head = nn.Linear(dim, 2)
         self.lm_head = LMHead(qformer.word_embeddings)
@@ -142,7 +146,7 @@ class Blip2Stage1(nn.Module):
             with torch.no_grad():
                 features = self.vision_encoder(images).tokens
         assert features is not None
-        return self.ln_vision(features)  # type: ignore[no-any-return]
+        return self.feature_drop(self.ln_vision(features))  # type: ignore[no-any-return]
 
     def forward(
         self,

@@ -42,6 +42,7 @@ class QFormerSection:
     cross_attention_every: int = 2
     dropout: float = 0.1
     embed_dim: int = 128
+    feature_dropout: float = 0.0  # on the normalised frozen image features, while training
 
 
 @dataclass
@@ -117,7 +118,11 @@ def build(cfg: Blip2Recipe, lm_dir: Path, vision_dim: int) -> tuple[Any, Any, di
         dropout=q.dropout,
     )
     stage1 = Blip2Stage1(
-        qformer=qformer, embed_dim=q.embed_dim, dec_token_id=ids["dec"], pad_token_id=tok.pad_token_id
+        qformer=qformer,
+        embed_dim=q.embed_dim,
+        dec_token_id=ids["dec"],
+        pad_token_id=tok.pad_token_id,
+        feature_dropout=q.feature_dropout,
     )
     model = Blip2LM(stage1=stage1, lm=lm, train_lm=cfg.model.train_lm)
     set_training_regularisation(model, cfg.model.label_smoothing, cfg.model.lm_dropout)
