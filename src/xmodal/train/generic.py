@@ -208,7 +208,10 @@ class GenericTrainer:
             best_step, best_val = state.get("best_step"), state.get("best_val")
             best_state = {k[5:]: v for k, v in extra.items() if k.startswith("best.")} or None
             if ema is not None:
-                ema.load(extra, state["ema_updates"])
+                try:
+                    ema.load(extra, state["ema_updates"])
+                except KeyError as e:
+                    raise CheckpointError(f"{self.checkpoint_dir}: {e.args[0]}") from None
         logger = MetricsLogger(self.run_dir, append=resume and start > 0, resume_step=start)
         if start == 0:
             logger.write_config(self.config)
