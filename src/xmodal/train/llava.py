@@ -190,9 +190,10 @@ class LlavaData:
         return self.table[torch.tensor([self.row[i] for i in image_ids])]
 
     # -- baselines --------------------------------------------------------------------------------
+    @functools.cached_property
     def baseline_predictions(self) -> tuple[dict[Hashable, str], dict[Hashable, str]]:
         """The nearest-neighbour captions of the test emoji and the question-only answers of the test
-        questions (the caption / VQA tasks' own baselines)."""
+        questions (the caption / VQA tasks' own baselines; computed once, for scoring and the files)."""
         from xmodal.tasks.caption import nearest_neighbour_captions
         from xmodal.tasks.vqa import prior_answers
 
@@ -215,7 +216,7 @@ class LlavaData:
         """Nearest-neighbour captions and question-only answers, scored."""
         from xmodal.tasks.caption import score
 
-        captions, answers = self.baseline_predictions()
+        captions, answers = self.baseline_predictions
         return {
             "nearest_neighbour_caption": {
                 "captions": score(self.caption_test, [captions[c.image_id] for c in self.caption_test])
@@ -230,7 +231,7 @@ class LlavaData:
         and answers, in the COCO / VQAv2 formats (:mod:`xmodal.eval.results_files`) under ``folder``."""
         from xmodal.eval.results_files import write_caption_files, write_vqa_files
 
-        nn_caps, prior = self.baseline_predictions()
+        nn_caps, prior = self.baseline_predictions
         refs: dict[Hashable, list[str]] = {c.image_id: list(c.captions) for c in self.caption_test}
         return {
             "captions": write_caption_files(
