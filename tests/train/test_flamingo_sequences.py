@@ -51,3 +51,15 @@ def test_training_batch_shows_each_captions_own_image():
     batch = seqs.training_batch(torch.tensor([[2, 0], [1, 2]]), table)
     assert batch["media"].flatten().tolist() == [1.0, 0.0, 0.0, 1.0]
     assert batch["input_ids"][0].tolist()[:6] == [0, 1, 12, 13, 2, 1]
+
+
+def test_prompts_that_overflow_the_context_lose_their_first_demonstrations_counted():
+    seqs = CaptionSequences([[10] * 5, [11] * 5, [12] * 5], TOKENS, max_len=20)
+    # bos + 3 × (image + 5 + chunk) + image + 2 query tokens = 25; with 3 new tokens room: 28 > 20
+    assert seqs.length([[10] * 5] * 3, [7, 7]) == 25
+    kept, shortened, dropped = seqs.fit_demonstrations([[0, 1, 2], [2], []], [[7, 7], [7, 7], [7]], room=3)
+    assert kept == [[2], [2], []]  # the first (least similar under RICES) go first
+    assert (shortened, dropped) == (1, 2)
+    assert len(seqs.sequence([seqs.captions[2]], [7, 7])) + 3 <= 20
+    with pytest.raises(XmodalError, match="exceed the context"):
+        seqs.fit_demonstrations([[0]], [[7] * 30], room=3)

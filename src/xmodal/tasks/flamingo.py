@@ -87,7 +87,26 @@ class FlamingoDataSection:
     similar_share: float = 0.0
     similar_pool: int = 8
     references: str = "all"  # training captions: every reference, or "first" (the name only)
+    caption_repeats: int = 1  # every training caption this many times among the chunks (its share grows)
     max_train_images: int | None = None  # caps for smoke runs
+
+
+@dataclass
+class FlamingoVQASection:
+    """Few-shot VQA (open_flamingo's "Question: .. Short answer: .." chunks) beside the captions.
+
+    Enabled, the training questions' chunks join the caption chunks the training sequences are drawn
+    from (one model captions and answers), and the test questions are answered after k = ``eval.shots``
+    demonstrations from the training questions (``eval.methods``), beside the question-only baseline.
+    """
+
+    enabled: bool = False
+    fmnist_images: int = 500  # Fashion-MNIST images per split (five questions each)
+    emoji: bool = True  # also the emoji questions (five per emoji of the split)
+    seed: int = 0
+    max_train_questions: int | None = None  # evenly spread caps (None: every question)
+    max_test_questions: int | None = None
+    max_new_tokens: int = 6
 
 
 @dataclass
@@ -121,6 +140,7 @@ class FlamingoRecipe:
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(eval_every=0, ckpt_every=200))
     eval: FlamingoEvalSection = field(default_factory=FlamingoEvalSection)
+    vqa: FlamingoVQASection = field(default_factory=FlamingoVQASection)
 
 
 def _note(msg: str) -> None:
@@ -142,7 +162,45 @@ def load_flamingo_recipe(args: argparse.Namespace) -> FlamingoRecipe:
     check_references(cfg.data.references, "data.references")
     if cfg.data.images_per_sequence < 1:
         raise ConfigError("data.images_per_sequence must be >= 1")
+    if cfg.data.caption_repeats < 1:
+        raise ConfigError(f"data.caption_repeats must be >= 1, got {cfg.data.caption_repeats}")
+    v = cfg.vqa
+    if v.enabled and cfg.data.similar_share > 0:
+        raise ConfigError(
+            "data.similar_share > 0 (sequences of related emoji) cannot be combined with vqa.enabled"
+        )
+    if v.enabled and not (v.fmnist_images > 0 or v.emoji):
+        raise ConfigError("vqa.enabled needs questions: vqa.fmnist_images > 0 or vqa.emoji")
+    for key in ("max_train_questions", "max_test_questions"):
+        cap = getattr(v, key)
+        if cap is not None and cap < 1:
+            raise ConfigError(f"vqa.{key} must be >= 1 (or null for every question), got {cap}")
     return cfg
+
+
+def vqa_splits(cfg: FlamingoRecipe) -> Any:
+    """The recipe's training and test questions with their images' tokens (cached, like the captions')."""
+    from xmodal.train.flamingo_vqa import VQASplits
+    from xmodal.train.image_tokens import image_token_table
+
+    def table_of(loaders: list[Callable[[], Any]]) -> torch.Tensor:
+        return image_token_table(
+            lambda i: loaders[i](),
+            len(loaders),
+            encoder_name=cfg.model.image_encoder,
+            image_size=cfg.model.image_size,
+            stages=cfg.model.image_stages,
+        )
+
+    v = cfg.vqa
+    return VQASplits.build(
+        fmnist_images=v.fmnist_images,
+        emoji=v.emoji,
+        seed=v.seed,
+        max_train=v.max_train_questions,
+        max_test=v.max_test_questions,
+        table_of=table_of,
+    )
 
 
 def build(cfg: FlamingoRecipe, lm_dir: Path, vision_dim: int) -> tuple[Any, Any, Any]:
@@ -186,10 +244,17 @@ def build(cfg: FlamingoRecipe, lm_dir: Path, vision_dim: int) -> tuple[Any, Any,
 
 
 def evaluate(
-    model: Any, tok: Any, tokens: Any, cfg: FlamingoRecipe, max_len: int, files: Path | None = None
+    model: Any,
+    tok: Any,
+    tokens: Any,
+    cfg: FlamingoRecipe,
+    max_len: int,
+    files: Path | None = None,
+    vqa: Any = None,
 ) -> dict[str, Any]:
     """Few-shot captioning scores for every (k, method), the nearest-neighbour baseline, examples; with
-    ``files``, the test captions of every setting (``k0``, ``k2_random``, ...) as COCO files there."""
+    ``files``, the test captions of every setting (``k0``, ``k2_random``, ...) as COCO files there. With
+    ``vqa.enabled``, also few-shot VQA (``"vqa"``; on ``vqa``'s questions when given, else built)."""
     from xmodal.tasks.caption import decoding_record, nearest_neighbour_captions, score, write_test_captions
     from xmodal.train.flamingo import CaptionSequences, example_prompt, few_shot_captions
 
@@ -234,7 +299,27 @@ def evaluate(
             _note(f"{name}: BLEU-4 {results[name]['Bleu_4']:.4f} CIDEr-D {results[name]['CIDEr']:.4f}")
     nn_preds = nearest_neighbour_captions(*_baseline_tables(cfg, train_items, test_items))
     baseline = score(test_items, nn_preds)
+    vqa_results: dict[str, Any] = {}
+    if cfg.vqa.enabled:
+        from xmodal.train.flamingo_vqa import evaluate_vqa
+
+        vqa_results["vqa"] = evaluate_vqa(
+            model,
+            tok,
+            tokens,
+            vqa if vqa is not None else vqa_splits(cfg),
+            shots=e.shots,
+            methods=e.methods,
+            max_len=max_len,
+            seed=e.seed,
+            batch_size=e.batch_size,
+            max_new_tokens=cfg.vqa.max_new_tokens,
+            files=files,
+        )
+        for name, r in vqa_results["vqa"]["few_shot"].items():
+            _note(f"VQA {name}: {r['overall']:.2f}")
     return {
+        **vqa_results,
         **write_test_captions(files, test_items, {**written, "nearest_neighbour": nn_preds}),
         "test_images": len(test_items),
         "decoding": decoding_record(
@@ -403,12 +488,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     train_items, table = _split("train", cfg, cfg.data.max_train_images)
     model, tok, tokens = build(cfg, lm_dir, table.shape[-1])
     pairs = [(i, c) for i, it in enumerate(train_items) for c in training_references(it, cfg.data.references)]
-    seqs = CaptionSequences(
-        [tok(c, add_special_tokens=False)["input_ids"] for _, c in pairs],
-        tokens,
-        _context(cfg, model),
-        image_of=[i for i, _ in pairs],
-    )
+    pairs *= cfg.data.caption_repeats
+    chunks = [tok(c, add_special_tokens=False)["input_ids"] for _, c in pairs]
+    image_of, media = [i for i, _ in pairs], table
+    vqa = vqa_splits(cfg) if cfg.vqa.enabled else None
+    if vqa is not None:  # the training questions' chunks join the captions'; their images follow in `media`
+        demos = vqa.demonstrations(tok, tokens, _context(cfg, model))
+        chunks += demos.captions
+        image_of += [len(train_items) + r for r in vqa.train_rows]
+        media = torch.cat([table, vqa.train_table])
+    seqs = CaptionSequences(chunks, tokens, _context(cfg, model), image_of=image_of)
     m, d = cfg.data.images_per_sequence, cfg.data
     if len(pairs) < m:
         raise ConfigError(f"{len(train_items)} training images cannot fill one sequence of {m}")
@@ -431,7 +520,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
 
     def batch_fn(step: int) -> dict[str, torch.Tensor]:
-        return seqs.training_batch(sampler.rows(step), table)
+        return seqs.training_batch(sampler.rows(step), media)
 
     config = {**to_dict(cfg), "lm_dir": str(lm_dir)}
     trainer = GenericTrainer(
@@ -448,7 +537,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     fit = trainer.fit(resume=bool(args.resume))
     t1, c1 = time.perf_counter(), time.process_time()
     metrics: dict[str, Any] = {"task": "flamingo", "stage0": stage0}
-    metrics["flamingo"] = evaluate(model, tok, tokens, cfg, _context(cfg, model), files=out / "predictions")
+    metrics["flamingo"] = evaluate(
+        model, tok, tokens, cfg, _context(cfg, model), files=out / "predictions", vqa=vqa
+    )
     metrics["train"] = {
         "steps": fit.steps,
         "seconds": fit.seconds,
@@ -500,4 +591,10 @@ def summary_table(results: dict[str, Any]) -> str:
     rows = [[name, r["Bleu_4"], r["CIDEr"]] for name, r in results["few_shot"].items()]
     nn_ = results["nearest_neighbour"]
     rows.append(["nearest-neighbour caption", nn_["Bleu_4"], nn_["CIDEr"]])
-    return format_table(["setting", "BLEU-4", "CIDEr-D"], rows)
+    table = format_table(["setting", "BLEU-4", "CIDEr-D"], rows)
+    if "vqa" not in results:
+        return table
+    v = results["vqa"]
+    vrows = [[name, r["overall"]] for name, r in v["few_shot"].items()]
+    vrows.append(["question-only", v["question_only"]["overall"]])
+    return f"{table}\n{format_table(['setting', 'VQA accuracy'], vrows)}"

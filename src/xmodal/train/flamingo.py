@@ -86,6 +86,39 @@ class CaptionSequences:
             )
         return ids
 
+    def length(self, demo_captions: Sequence[list[int]], query: list[int]) -> int:
+        """The untruncated length of :meth:`sequence`'s prompt ``demo_captions`` + ``query``."""
+        bos = 0 if self.tokens.bos is None else 1
+        return bos + sum(len(c) + 2 for c in demo_captions) + 1 + len(query)
+
+    def fit_demonstrations(
+        self, demos: Sequence[Sequence[int]], queries: Sequence[list[int]], room: int
+    ) -> tuple[list[list[int]], int, int]:
+        """Drop each prompt's first (for RICES: least similar) demonstrations until it and ``room`` new
+        tokens fit the context.
+
+        Returns:
+            (the kept demonstrations, prompts shortened, demonstrations dropped): counted, never silent.
+
+        Raises:
+            XmodalError: a query alone (no demonstration) does not fit.
+        """
+        kept: list[list[int]] = []
+        shortened = dropped = 0
+        for d, q in zip(demos, queries, strict=True):
+            d = list(d)
+            n = len(d)
+            while self.length([self.captions[j] for j in d], q) + room > self.max_len:
+                if not d:
+                    raise XmodalError(
+                        f"a query of {len(q)} tokens and {room} new ones exceed the context ({self.max_len})"
+                    )
+                d = d[1:]
+            shortened += len(d) < n
+            dropped += n - len(d)
+            kept.append(d)
+        return kept, shortened, dropped
+
     def training_batch(self, rows: Tensor, table: Tensor) -> dict[str, Tensor]:
         """rows (B, m) caption indices → padded ids, mask, labels and media (B, m, T, C)."""
         seqs = [self.sequence([self.captions[int(i)] for i in row], None) for row in rows]
@@ -147,7 +180,6 @@ def few_shot_captions(
     Returns:
         (one caption per test item, the demonstrations' training indices per test item).
     """
-    model.eval()
     demos = select_demonstrations(
         [it.image_id for it in test_items],
         [it.image_id for it in train_items],
@@ -157,14 +189,71 @@ def few_shot_captions(
         pool_features=train_table.mean(dim=1),
         seed=seed,
     )
+    out = few_shot_generate(
+        model,
+        tokenizer,
+        seqs,
+        demos=demos,
+        queries=[[] for _ in test_items],
+        pool_table=train_table,
+        query_table=test_table,
+        batch_size=batch_size,
+        max_new_tokens=max_new_tokens,
+        beam_size=beam_size,
+        alpha=alpha,
+        log=None if log is None else lambda n: log(f"few-shot k={k} {method}: {n}/{len(test_items)}"),  # type: ignore[misc]
+    )
+    return out, demos
+
+
+@torch.no_grad()
+def few_shot_generate(
+    model: Flamingo,
+    tokenizer: Any,
+    seqs: CaptionSequences,
+    *,
+    demos: Sequence[Sequence[int]],
+    queries: Sequence[list[int]],
+    pool_table: Tensor,
+    query_table: Tensor,
+    pool_rows: Sequence[int] | None = None,
+    query_rows: Sequence[int] | None = None,
+    batch_size: int = 64,
+    max_new_tokens: int = 12,
+    beam_size: int = 1,
+    alpha: float = 0.0,
+    log: Callable[[int], None] | None = None,
+) -> list[str]:
+    """Continue ``(<image> demo <|endofchunk|>) × k <image> query`` for each query until
+    ``<|endofchunk|>`` / eos: greedy (``beam_size`` 1, with the LM's key/value cache) or beam search with
+    GNMT length penalty ``alpha``.
+
+    Args:
+        seqs: the demonstrations' texts (``seqs.captions[j]``) and the special ids.
+        demos: per query, its demonstrations' indices into ``seqs.captions``.
+        queries: per query, the token ids after its ``<image>`` ([] for a caption).
+        pool_table: (N_pool, T, C) image tokens; demonstration j shows row ``pool_rows[j]`` (default j).
+        query_table: (N_query, T, C); query q shows row ``query_rows[q]`` (default q).
+        log: called with the number of queries done after each batch.
+
+    Returns:
+        The generated text of each query (special tokens dropped, stripped).
+    """
+    model.eval()
+    if len(demos) != len(queries):
+        raise ValueError(f"{len(demos)} demonstration lists for {len(queries)} queries")
     t = seqs.tokens
     stops = [i for i in (t.chunk, t.eos) if i is not None]
-    out: list[str] = []
-    for start in range(0, len(test_items), batch_size):
-        idx = list(range(start, min(start + batch_size, len(test_items))))
-        prompts = [seqs.sequence([seqs.captions[j] for j in demos[q]], []) for q in idx]
+    p_rows = list(range(len(pool_table))) if pool_rows is None else list(pool_rows)
+    q_rows = list(range(len(query_table))) if query_rows is None else list(query_rows)
+    out: list[str] = [""] * len(queries)
+    done = 0
+    for idx in _batches_by_shots(demos, batch_size):  # one number of images per batch
+        prompts = [seqs.sequence([seqs.captions[j] for j in demos[q]], queries[q]) for q in idx]
         ids, mask = pad(prompts, t.pad, left=True)
-        media = gather_media(test_table[idx], train_table, [demos[q] for q in idx])  # (b, k+1, T, C)
+        media = gather_media(
+            query_table[[q_rows[q] for q in idx]], pool_table, [[p_rows[j] for j in demos[q]] for q in idx]
+        )  # (b, k+1, T, C)
         if beam_size > 1:
             rows = model.beam_search(
                 ids,
@@ -184,12 +273,26 @@ def few_shot_captions(
                 eos_token_id=stops,
                 pad_token_id=t.pad,
             ).tolist()
-        for row in rows:
+        for q, row in zip(idx, rows, strict=True):
             kept = [i for i in row if i not in stops and i != t.pad]
-            out.append(tokenizer.decode(kept, skip_special_tokens=True).strip())
+            out[q] = tokenizer.decode(kept, skip_special_tokens=True).strip()
+        done += len(idx)
         if log is not None:
-            log(f"few-shot k={k} {method}: {len(out)}/{len(test_items)}")
-    return out, demos
+            log(done)
+    return out
+
+
+def _batches_by_shots(demos: Sequence[Sequence[int]], batch_size: int) -> list[list[int]]:
+    """Query indices in batches of at most ``batch_size`` whose prompts hold equally many demonstrations
+    (in query order within each count; the model takes one number of images per batch)."""
+    by_count: dict[int, list[int]] = {}
+    for q, d in enumerate(demos):
+        by_count.setdefault(len(d), []).append(q)
+    return [
+        group[i : i + batch_size]
+        for _, group in sorted(by_count.items())
+        for i in range(0, len(group), batch_size)
+    ]
 
 
 def example_prompt(train_items: Sequence[CaptionItem], demos: list[int]) -> str:
