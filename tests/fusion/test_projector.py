@@ -48,6 +48,17 @@ def test_dropout_acts_on_the_tokens_and_hidden_layer_in_training_only():
     assert not torch.allclose(a, plain(x))
 
 
+def test_input_dropout_rate_can_differ_from_the_hidden_one():
+    cfg = ProjectorConfig(depth=2, input_norm=True, dropout=0.1, input_dropout=0.4)
+    proj = build_projector(cfg, in_dim=12, out_dim=16)
+    drops = [m.p for m in proj.layers if isinstance(m, nn.Dropout)]
+    assert drops == [0.4, 0.1]  # the vision tokens, then the hidden layer
+    only_input = build_projector(ProjectorConfig(depth=2, input_dropout=0.3), in_dim=12, out_dim=16)
+    assert [type(m) for m in only_input.layers] == [nn.Dropout, nn.Linear, nn.GELU, nn.Linear]
+    none = build_projector(ProjectorConfig(depth=2, dropout=0.2, input_dropout=0.0), in_dim=12, out_dim=16)
+    assert [type(m) for m in none.layers] == [nn.Linear, nn.GELU, nn.Dropout, nn.Linear]
+
+
 def test_linear_projector_is_one_matrix():
     proj = build_projector(ProjectorConfig(kind="linear", depth=1), in_dim=8, out_dim=4)
     assert [type(m) for m in proj.layers] == [nn.Linear]
@@ -76,6 +87,7 @@ def test_depth_activation_hidden_and_norm_are_explicit():
         (ProjectorConfig(kind="conv"), "kind"),
         (ProjectorConfig(kind="linear", depth=2), "linear projector has depth 1"),
         (ProjectorConfig(dropout=1.0), "dropout"),
+        (ProjectorConfig(input_dropout=-0.1), "input_dropout: must be in"),
         (ProjectorConfig(kind="mlp", depth=0), "must be >= 1"),
         (ProjectorConfig(kind="mlp", activation="mlp2x_gelu"), "unknown 'mlp2x_gelu'"),
     ],

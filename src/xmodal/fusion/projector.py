@@ -39,6 +39,8 @@ class ProjectorConfig:
         dropout: while training, dropout on the (normalised) vision tokens and after each hidden
             activation (Srivastava et al. 2014): regularises a projector that would otherwise memorise
             the training images' frozen features. 0: none (LLaVA-1.5).
+        input_dropout: the rate on the vision tokens alone when it should differ from ``dropout``'s
+            (None: ``dropout``), e.g. strong on the frozen features, light on the hidden layer.
     """
 
     kind: str = "mlp"
@@ -47,6 +49,7 @@ class ProjectorConfig:
     hidden_dim: int | None = None
     input_norm: bool = False
     dropout: float = 0.0
+    input_dropout: float | None = None
 
 
 def llava_1_5_projector() -> ProjectorConfig:
@@ -65,6 +68,7 @@ class MlpProjector(nn.Module):
         act_layer: activation class, instantiated without arguments.
         input_norm: LayerNorm(D_vision) first.
         dropout: dropout probability on the input tokens and after each activation (0: no layer added).
+        input_dropout: the input tokens' rate instead (None: ``dropout``).
     """
 
     def __init__(
@@ -77,6 +81,7 @@ class MlpProjector(nn.Module):
         act_layer: type[nn.Module] = nn.GELU,
         input_norm: bool = False,
         dropout: float = 0.0,
+        input_dropout: float | None = None,
     ) -> None:
         super().__init__()
         if depth < 1:
@@ -87,8 +92,9 @@ class MlpProjector(nn.Module):
         for i in range(depth):
             if i > 0:
                 layers.append(act_layer())
-            if dropout > 0:
-                layers.append(nn.Dropout(dropout))
+            p = dropout if i > 0 or input_dropout is None else input_dropout
+            if p > 0:
+                layers.append(nn.Dropout(p))
             layers.append(nn.Linear(dims[i], dims[i + 1]))
         self.layers = nn.Sequential(*layers)
         self.in_dim, self.out_dim, self.depth = in_dim, out_dim, depth
@@ -112,6 +118,8 @@ def build_projector(cfg: ProjectorConfig, *, in_dim: int, out_dim: int) -> MlpPr
         raise ConfigError(f"projector.depth: must be >= 1, got {cfg.depth}")
     if not 0.0 <= cfg.dropout < 1.0:
         raise ConfigError(f"projector.dropout: must be in [0, 1), got {cfg.dropout}")
+    if cfg.input_dropout is not None and not 0.0 <= cfg.input_dropout < 1.0:
+        raise ConfigError(f"projector.input_dropout: must be in [0, 1) or null, got {cfg.input_dropout}")
     if cfg.activation not in ACTIVATIONS:
         raise ConfigError(
             f"projector.activation: unknown {cfg.activation!r} (known: {', '.join(sorted(ACTIVATIONS))})"
@@ -124,4 +132,5 @@ def build_projector(cfg: ProjectorConfig, *, in_dim: int, out_dim: int) -> MlpPr
         act_layer=ACTIVATIONS[cfg.activation],
         input_norm=cfg.input_norm,
         dropout=cfg.dropout,
+        input_dropout=cfg.input_dropout,
     )
