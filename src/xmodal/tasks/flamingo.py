@@ -30,6 +30,7 @@ import torch
 from xmodal.config import OptimConfig, TrainConfig, to_dict
 from xmodal.errors import ConfigError
 from xmodal.lm.pretrain import Stage0Config
+from xmodal.train.questions import QuestionsSection
 
 
 @dataclass
@@ -92,24 +93,6 @@ class FlamingoDataSection:
 
 
 @dataclass
-class FlamingoVQASection:
-    """Few-shot VQA (open_flamingo's "Question: .. Short answer: .." chunks) beside the captions.
-
-    Enabled, the training questions' chunks join the caption chunks the training sequences are drawn
-    from (one model captions and answers), and the test questions are answered after k = ``eval.shots``
-    demonstrations from the training questions (``eval.methods``), beside the question-only baseline.
-    """
-
-    enabled: bool = False
-    fmnist_images: int = 500  # Fashion-MNIST images per split (five questions each)
-    emoji: bool = True  # also the emoji questions (five per emoji of the split)
-    seed: int = 0
-    max_train_questions: int | None = None  # evenly spread caps (None: every question)
-    max_test_questions: int | None = None
-    max_new_tokens: int = 6
-
-
-@dataclass
 class FlamingoEvalSection:
     """Few-shot captioning of the held-out emoji."""
 
@@ -140,7 +123,10 @@ class FlamingoRecipe:
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(eval_every=0, ckpt_every=200))
     eval: FlamingoEvalSection = field(default_factory=FlamingoEvalSection)
-    vqa: FlamingoVQASection = field(default_factory=FlamingoVQASection)
+    # few-shot VQA (open_flamingo's "Question: .. Short answer: .." chunks): enabled, the training questions'
+    # chunks join the caption chunks the sequences are drawn from (one model captions and answers), and the
+    # test questions are answered after k = eval.shots demonstrations (eval.methods) from the training ones
+    vqa: QuestionsSection = field(default_factory=QuestionsSection)
 
 
 def _note(msg: str) -> None:
@@ -164,43 +150,18 @@ def load_flamingo_recipe(args: argparse.Namespace) -> FlamingoRecipe:
         raise ConfigError("data.images_per_sequence must be >= 1")
     if cfg.data.caption_repeats < 1:
         raise ConfigError(f"data.caption_repeats must be >= 1, got {cfg.data.caption_repeats}")
-    v = cfg.vqa
-    if v.enabled and cfg.data.similar_share > 0:
+    if cfg.vqa.enabled and cfg.data.similar_share > 0:
         raise ConfigError(
             "data.similar_share > 0 (sequences of related emoji) cannot be combined with vqa.enabled"
         )
-    if v.enabled and not (v.fmnist_images > 0 or v.emoji):
-        raise ConfigError("vqa.enabled needs questions: vqa.fmnist_images > 0 or vqa.emoji")
-    for key in ("max_train_questions", "max_test_questions"):
-        cap = getattr(v, key)
-        if cap is not None and cap < 1:
-            raise ConfigError(f"vqa.{key} must be >= 1 (or null for every question), got {cap}")
+    cfg.vqa.check()
     return cfg
 
 
 def vqa_splits(cfg: FlamingoRecipe) -> Any:
     """The recipe's training and test questions with their images' tokens (cached, like the captions')."""
-    from xmodal.train.flamingo_vqa import VQASplits
-    from xmodal.train.image_tokens import image_token_table
-
-    def table_of(loaders: list[Callable[[], Any]]) -> torch.Tensor:
-        return image_token_table(
-            lambda i: loaders[i](),
-            len(loaders),
-            encoder_name=cfg.model.image_encoder,
-            image_size=cfg.model.image_size,
-            stages=cfg.model.image_stages,
-        )
-
-    v = cfg.vqa
-    return VQASplits.build(
-        fmnist_images=v.fmnist_images,
-        emoji=v.emoji,
-        seed=v.seed,
-        max_train=v.max_train_questions,
-        max_test=v.max_test_questions,
-        table_of=table_of,
-    )
+    m = cfg.model
+    return cfg.vqa.splits(encoder_name=m.image_encoder, image_size=m.image_size, stages=m.image_stages)
 
 
 def build(cfg: FlamingoRecipe, lm_dir: Path, vision_dim: int) -> tuple[Any, Any, Any]:
@@ -493,7 +454,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     image_of, media = [i for i, _ in pairs], table
     vqa = vqa_splits(cfg) if cfg.vqa.enabled else None
     if vqa is not None:  # the training questions' chunks join the captions'; their images follow in `media`
-        demos = vqa.demonstrations(tok, tokens, _context(cfg, model))
+        from xmodal.train.flamingo_vqa import demonstrations
+
+        demos = demonstrations(vqa, tok, tokens, _context(cfg, model))
         chunks += demos.captions
         image_of += [len(train_items) + r for r in vqa.train_rows]
         media = torch.cat([table, vqa.train_table])

@@ -14,82 +14,21 @@ by RICES on the frozen encoder's mean image token.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Sequence
-from dataclasses import dataclass
+from collections.abc import Hashable, Sequence
 from pathlib import Path
 from typing import Any
 
-from torch import Tensor
-
-from xmodal.data.vl import VQAItem
 from xmodal.eval.few_shot import Method, select_demonstrations
-from xmodal.metrics import vqa_accuracy
 from xmodal.models.flamingo import Flamingo
 from xmodal.train.flamingo import CaptionSequences, FlamingoTokens, few_shot_generate
+from xmodal.train.questions import VQASplits, demonstration_text, question_text
 
 
-def question_text(question: str) -> str:
-    """The query text after ``<image>`` (open_flamingo's VQA prompt)."""
-    return f"Question: {question} Short answer:"
-
-
-def demonstration_text(question: str, answer: str) -> str:
-    """A demonstration (and training chunk): the question and its answer."""
-    return f"{question_text(question)} {answer}"
-
-
-@dataclass
-class VQASplits:
-    """The training and test questions and the image tokens of the images they show.
-
-    Attributes:
-        train / test: the questions.
-        train_table / test_table: (N_images, T, C) image tokens of each split's distinct images.
-        train_rows / test_rows: the table row of each question's image.
-    """
-
-    train: list[VQAItem]
-    test: list[VQAItem]
-    train_table: Tensor
-    test_table: Tensor
-    train_rows: list[int]
-    test_rows: list[int]
-
-    @classmethod
-    def build(
-        cls,
-        *,
-        fmnist_images: int,
-        emoji: bool,
-        seed: int,
-        max_train: int | None,
-        max_test: int | None,
-        table_of: Callable[[list[Callable[[], Any]]], Tensor],
-    ) -> VQASplits:
-        """The templated questions (:func:`xmodal.data.vl.build_vqa`), capped evenly, and their images'
-        tokens from ``table_of(loaders)`` (the recipe's cached frozen encoder)."""
-        import functools
-
-        from xmodal.data.vl import build_vqa
-        from xmodal.train.llava import _spread
-
-        parts: list[tuple[list[VQAItem], Tensor, list[int]]] = []
-        for split, cap in (("train", max_train), ("test", max_test)):
-            vset = build_vqa(split, fmnist_images=fmnist_images, emoji=emoji, seed=seed)  # type: ignore[arg-type]
-            items = _spread(vset.items, cap)
-            row: dict[str, int] = {}
-            for q in items:
-                row.setdefault(q.image_id, len(row))
-            loaders = [functools.partial(vset.load_image, i) for i in row]
-            parts.append((items, table_of(loaders), [row[q.image_id] for q in items]))
-        (train, train_table, train_rows), (test, test_table, test_rows) = parts
-        return cls(train, test, train_table, test_table, train_rows, test_rows)
-
-    def demonstrations(self, tokenizer: Any, tokens: FlamingoTokens, max_len: int) -> CaptionSequences:
-        """The training questions as chunks with their answers (demonstrations and training text)."""
-        texts = [demonstration_text(q.question, q.answer) for q in self.train]
-        ids = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
-        return CaptionSequences(ids, tokens, max_len, image_of=self.train_rows)
+def demonstrations(data: VQASplits, tokenizer: Any, tokens: FlamingoTokens, max_len: int) -> CaptionSequences:
+    """The training questions as chunks with their answers (demonstrations and training text)."""
+    texts = [demonstration_text(q.question, q.answer) for q in data.train]
+    ids = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+    return CaptionSequences(ids, tokens, max_len, image_of=data.train_rows)
 
 
 def few_shot_answers(
@@ -158,13 +97,11 @@ def evaluate_vqa(
     baseline; with ``files``, the questions, annotations and every setting's answers in the VQAv2 formats
     there (``vqa_test_k0_results.json``, ..., ``vqa_test_question_only_results.json``).
     """
-    from xmodal.eval.results_files import write_vqa_files
-    from xmodal.tasks.vqa import prior_answers
+    from xmodal.train.questions import vqa_report
 
-    seqs = data.demonstrations(tokenizer, tokens, max_len)
-    annotations = [q.annotation() for q in data.test]
-    results: dict[str, Any] = {}
+    seqs = demonstrations(data, tokenizer, tokens, max_len)
     answers: dict[str, dict[Hashable, str]] = {}
+    fits: dict[str, dict[str, int]] = {}
     examples: dict[str, Any] = {}
     for k in shots:
         for method in methods if k > 0 else methods[:1]:
@@ -180,8 +117,7 @@ def evaluate_vqa(
                 batch_size=batch_size,
                 max_new_tokens=max_new_tokens,
             )
-            results[name] = {**vqa_accuracy(annotations, preds), **fit}
-            answers[name.replace("=", "").replace("/", "_")] = preds
+            answers[name], fits[name] = preds, fit
             q0 = data.test[0]
             shown = "".join(
                 f"<image>{demonstration_text(data.train[j].question, data.train[j].answer)}<|endofchunk|>"
@@ -193,23 +129,10 @@ def evaluate_vqa(
                 "prediction": preds[q0.question_id],
                 "answers": list(q0.answers),
             }
-    prior = prior_answers(data.train, data.test)
-    baseline = vqa_accuracy(annotations, prior)
-    written: dict[str, Any] = {}
-    if files is not None:
-        questions: dict[Hashable, str] = {q.question_id: q.question for q in data.test}
-        written = {
-            "files": write_vqa_files(
-                files, "test", annotations, questions, {**answers, "question_only": prior}
-            )
-        }
+    report = vqa_report(data, answers, fits, files)
     return {
-        **written,
-        "test_questions": len(data.test),
-        "train_questions": len(data.train),
-        "few_shot": results,
-        "question_only": baseline,
-        "beats_question_only": {name: r["overall"] > baseline["overall"] for name, r in results.items()},
+        **{k: v for k, v in report.items() if k != "results"},
+        "few_shot": report["results"],
         "examples": examples,
         "truncation": seqs.truncation.as_dict(),
     }
