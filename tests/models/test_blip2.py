@@ -243,3 +243,23 @@ def test_feature_dropout_masks_the_normalised_features_in_training_only():
     torch.testing.assert_close(dropped[~zero], 2 * normed[~zero])
     plain = Blip2Stage1(qformer=s.qformer, embed_dim=16, dec_token_id=DEC, pad_token_id=PAD)
     assert plain.feature_drop.p == 0.0  # BLIP-2's default: none
+
+
+def test_left_padded_prompts_of_different_lengths_decode_as_each_alone(tiny_lm):
+    lm, _ = tiny_lm
+    torch.manual_seed(2)
+    model = Blip2LM(stage1=stage1(), lm=copy.deepcopy(lm)).eval()
+    features = batch(3)[0]
+    prompts = [[7, 8, 9, 10], [11], [12, 13]]
+    ids = torch.full((3, 4), PAD)
+    mask = torch.zeros(3, 4, dtype=torch.long)
+    for b, p in enumerate(prompts):
+        ids[b, 4 - len(p) :], mask[b, 4 - len(p) :] = torch.tensor(p), 1
+    out = model.generate(ids, features=features, attention_mask=mask, max_new_tokens=4, pad_token_id=-1)
+    for b, p in enumerate(prompts):
+        alone = model.generate(
+            torch.tensor([p]), features=features[b : b + 1], max_new_tokens=4, pad_token_id=-1
+        )
+        assert out[b].tolist() == alone[0].tolist()
+    with pytest.raises(ValueError, match="one length"):
+        model.generate(ids, features=features, attention_mask=mask, eos_token_id=5, beam_size=2)

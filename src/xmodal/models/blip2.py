@@ -318,6 +318,7 @@ class Blip2LM(nn.Module):
         *,
         images: Tensor | None = None,
         features: Tensor | None = None,
+        attention_mask: Tensor | None = None,
         max_new_tokens: int = 20,
         eos_token_id: int | None = None,
         pad_token_id: int = 0,
@@ -326,11 +327,17 @@ class Blip2LM(nn.Module):
     ) -> Tensor:
         """Greedy decoding (or, with ``beam_size`` > 1, :func:`xmodal.generate.beam_search` with GNMT length
         penalty ``alpha``) after the visual prefix and a (B, N) prompt → (B, ≤ max_new_tokens) ids, padded
-        with ``pad_token_id`` after each sample's end (eos kept in greedy output, dropped from beams)."""
+        with ``pad_token_id`` after each sample's end (eos kept in greedy output, dropped from beams).
+
+        ``attention_mask`` (B, N): prompts of different lengths, left-padded (greedy only); each row's
+        output equals its own unpadded decoding.
+        """
         prefix = self.prefix(images, features)
         if beam_size > 1:
             if eos_token_id is None:
                 raise ValueError("beam search needs eos_token_id")
+            if attention_mask is not None and not bool(attention_mask.all()):
+                raise ValueError("beam search takes prompts of one length (no padding)")
             found = self.beam_search(
                 input_ids,
                 prefix,
@@ -346,8 +353,9 @@ class Blip2LM(nn.Module):
             return out_ids
         done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
         out = []
+        mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask.long()
         for _ in range(max_new_tokens):
-            nxt = self(input_ids, prefix=prefix).logits[:, -1].argmax(-1)
+            nxt = self(input_ids, prefix=prefix, attention_mask=mask).logits[:, -1].argmax(-1)
             if eos_token_id is not None:
                 done |= nxt == eos_token_id
             nxt = nxt.masked_fill(done, pad_token_id)
@@ -355,6 +363,7 @@ class Blip2LM(nn.Module):
             if bool(done.all()):
                 break
             input_ids = torch.cat([input_ids, nxt[:, None]], dim=1)
+            mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
         return torch.stack(out, dim=1) if out else input_ids.new_zeros(input_ids.shape[0], 0)
 
     @torch.no_grad()

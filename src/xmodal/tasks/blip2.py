@@ -28,6 +28,7 @@ from torch import Tensor, nn
 
 from xmodal.config import to_dict
 from xmodal.lm.pretrain import Stage0Config
+from xmodal.train.questions import QuestionsSection
 from xmodal.train.recipe import StageSection
 
 
@@ -89,6 +90,10 @@ class Blip2Recipe:
     stage1: StageSection = field(default_factory=StageSection)
     stage2: StageSection = field(default_factory=StageSection)
     eval: Blip2EvalSection = field(default_factory=Blip2EvalSection)
+    # generative VQA ("Question: .. Short answer:" after the visual prefix): enabled, the training
+    # questions join the stage-2 captions (loss on the answers) and the test questions are answered
+    vqa: QuestionsSection = field(default_factory=QuestionsSection)
+    stage2_caption_repeats: int = 1  # every stage-2 caption this many times (its share beside questions)
 
 
 def _note(msg: str) -> None:
@@ -217,9 +222,12 @@ def choose_decoding(model: Any, tok: Any, cfg: Blip2Recipe) -> tuple[int, float,
     )
 
 
-def evaluate(model: Any, tok: Any, cfg: Blip2Recipe, files: Path | None = None) -> dict[str, Any]:
+def evaluate(
+    model: Any, tok: Any, cfg: Blip2Recipe, files: Path | None = None, vqa: Any = None
+) -> dict[str, Any]:
     """Captions of the test emoji (the decoding chosen on val; greedy beside it) and the nearest-neighbour
-    baseline; with ``files``, both as COCO files there."""
+    baseline; with ``files``, both as COCO files there. With ``vqa.enabled``, also the test questions'
+    answers beside the question-only baseline (``"vqa"``; on ``vqa``'s questions when given)."""
     from xmodal.tasks.caption import decoding_record, nearest_neighbour_captions, score, write_test_captions
     from xmodal.tasks.flamingo import _baseline_tables
 
@@ -231,7 +239,20 @@ def evaluate(model: Any, tok: Any, cfg: Blip2Recipe, files: Path | None = None) 
     greedy = scores if beam_size == 1 else score(test_items, captions(model, tok, test_table, cfg))
     nn_preds = nearest_neighbour_captions(*_baseline_tables(cfg, train_items, test_items))
     baseline = score(test_items, nn_preds)
+    answered: dict[str, Any] = {}
+    if cfg.vqa.enabled:
+        from xmodal.train.blip2_vqa import evaluate_vqa
+
+        answered["vqa"] = evaluate_vqa(
+            model,
+            question_prompts(tok, model, cfg),
+            vqa if vqa is not None else vqa_splits(cfg),
+            batch_size=cfg.eval.batch_size,
+            max_new_tokens=cfg.vqa.max_new_tokens,
+            files=files,
+        )
     return {
+        **answered,
         **write_test_captions(files, test_items, {"blip2": preds, "nearest_neighbour": nn_preds}),
         "test_images": len(test_items),
         "decoding": decoding_record(beam_size, alpha, tried, "val CIDEr-D"),
@@ -246,16 +267,45 @@ def evaluate(model: Any, tok: Any, cfg: Blip2Recipe, files: Path | None = None) 
     }
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    """``xmodal train configs/blip2_emoji.yaml``: stage 1, stage 2, evaluation → ``OUT/metrics.json``."""
-    from xmodal.data.vl import check_references, training_references
-    from xmodal.tasks.flamingo import lm_folder
-    from xmodal.train.checkpoint import write_json_atomic
-    from xmodal.train.generic import EpochSampler, GenericTrainer
-    from xmodal.train.recipe import load_recipe, progress_wanted, train_out
+def load_blip2_recipe(args: argparse.Namespace) -> Blip2Recipe:
+    """The recipe of ``args.config`` with ``args.set`` overrides, checked."""
+    from xmodal.data.vl import check_references
+    from xmodal.errors import ConfigError
+    from xmodal.train.recipe import load_recipe
 
     cfg = load_recipe(Blip2Recipe, args.config, getattr(args, "set", None) or [])
     check_references(cfg.references, "references")
+    if cfg.stage2_caption_repeats < 1:
+        raise ConfigError(f"stage2_caption_repeats must be >= 1, got {cfg.stage2_caption_repeats}")
+    cfg.vqa.check()
+    return cfg
+
+
+def vqa_splits(cfg: Blip2Recipe) -> Any:
+    """The recipe's training and test questions with their images' tokens (cached, like the captions')."""
+    m = cfg.model
+    return cfg.vqa.splits(encoder_name=m.image_encoder, image_size=m.image_size, stages=m.image_stages)
+
+
+def question_prompts(tok: Any, model: Any, cfg: Blip2Recipe) -> Any:
+    """Question prompts and answers for this LM: the text after the visual prefix fits its context."""
+    from xmodal.lm.loading import context_length
+    from xmodal.train.blip2_vqa import QuestionPrompts
+
+    room = (context_length(model.lm) or 10**9) - cfg.model.qformer.num_queries - cfg.vqa.max_new_tokens
+    start = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
+    return QuestionPrompts(tok, start, tok.eos_token_id, max(room, 1))
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """``xmodal train configs/blip2_emoji.yaml``: stage 1, stage 2, evaluation → ``OUT/metrics.json``."""
+    from xmodal.data.vl import training_references
+    from xmodal.tasks.flamingo import lm_folder
+    from xmodal.train.checkpoint import write_json_atomic
+    from xmodal.train.generic import EpochSampler, GenericTrainer
+    from xmodal.train.recipe import progress_wanted, train_out
+
+    cfg = load_blip2_recipe(args)
     out = train_out(args)
     t0, c0 = time.perf_counter(), time.process_time()
     lm_dir, stage0 = lm_folder(cfg.model.lm, cfg.model.stage0)
@@ -265,6 +315,20 @@ def cmd_train(args: argparse.Namespace) -> int:
     caps = caption_ids(tok, [c for _, c in pairs], cfg.max_len)
     rows = torch.tensor([i for i, _ in pairs])
     eos = tok.eos_token_id
+    start = tok.bos_token_id if tok.bos_token_id is not None else eos
+    # stage 2: every caption (x stage2_caption_repeats), then the training questions (answers labelled)
+    seq2: list[tuple[list[int], list[int]]] = []
+    for j in range(len(pairs)):
+        ids2 = [start, *caps[j], eos]
+        seq2.append((ids2, [-100, *ids2[1:]]))
+    seq2 *= cfg.stage2_caption_repeats
+    rows2, media2 = rows.repeat(cfg.stage2_caption_repeats), table
+    vqa = vqa_splits(cfg) if cfg.vqa.enabled else None
+    prompts = question_prompts(tok, model, cfg)
+    if vqa is not None:
+        seq2 += [prompts.training(q.question, q.answer) for q in vqa.train]
+        rows2 = torch.cat([rows2, len(table) + torch.tensor(vqa.train_rows, dtype=torch.long)])
+        media2 = torch.cat([table, vqa.train_table])
 
     def stage1_batch(sampler: EpochSampler) -> Any:
         def fn(step: int) -> dict[str, Any]:
@@ -283,11 +347,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     def stage2_batch(sampler: EpochSampler) -> Any:
         def fn(step: int) -> dict[str, Tensor]:
             idx = sampler.indices(step)
-            start = tok.bos_token_id if tok.bos_token_id is not None else eos
-            seq, mask = _pad([[start, *caps[int(j)], eos] for j in idx], tok.pad_token_id)
-            labels = seq.masked_fill(mask == 0, -100)
-            labels[:, 0] = -100
-            return {"input_ids": seq, "attention_mask": mask, "labels": labels, "features": table[rows[idx]]}
+            seq, mask = _pad([seq2[int(j)][0] for j in idx], tok.pad_token_id)
+            labels, _ = _pad([seq2[int(j)][1] for j in idx], -100)
+            return {
+                "input_ids": seq,
+                "attention_mask": mask,
+                "labels": labels,
+                "features": media2[rows2[idx]],
+            }
 
         return fn
 
@@ -307,7 +374,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         ("stage2", model, cfg.stage2, stage2_batch, loss2),
     ):
         model.set_stage(int(name[-1]))
-        sampler = EpochSampler(len(pairs), batch_size=stage.batch_size, seed=stage.train.seed)
+        n = len(pairs) if name == "stage1" else len(seq2)
+        sampler = EpochSampler(n, batch_size=stage.batch_size, seed=stage.train.seed)
         trainer = GenericTrainer(
             module,
             batch_fn=batch_of(sampler),
@@ -333,9 +401,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     metrics: dict[str, Any] = {
         "task": "blip2",
         "stage0": stage0,
-        "blip2": evaluate(model, tok, cfg, files=out / "predictions"),
+        "blip2": evaluate(model, tok, cfg, files=out / "predictions", vqa=vqa),
         "train": results,
     }
+    if vqa is not None:  # the training questions' sequences: cut to the LM's context, counted
+        results["questions"] = {**prompts.truncation.as_dict(), "unlabelled": prompts.unlabelled}
     metrics["timing"] = {
         "eval_seconds": time.perf_counter() - t1,
         "total_seconds": time.perf_counter() - t0,
@@ -347,6 +417,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         f"BLIP-2 BLEU-4 {b['model']['Bleu_4']:.4f} CIDEr-D {b['model']['CIDEr']:.4f}; "
         f"nearest neighbour {b['nearest_neighbour']['Bleu_4']:.4f} / {b['nearest_neighbour']['CIDEr']:.4f}"
     )
+    if "vqa" in b:
+        v = b["vqa"]
+        _note(f"BLIP-2 VQA {v['model']['overall']:.2f}; question-only {v['question_only']['overall']:.2f}")
     print(f"model: {out / 'model'}\nmetrics: {out / 'metrics.json'}")
     return 0
 
@@ -356,9 +429,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from xmodal.tasks.caption import predictions_dir
     from xmodal.tasks.flamingo import lm_folder
     from xmodal.train.checkpoint import MODEL_FILE, load_model_weights, write_json_atomic
-    from xmodal.train.recipe import checkpoint_folder, load_recipe
+    from xmodal.train.recipe import checkpoint_folder
 
-    cfg = load_recipe(Blip2Recipe, args.config, getattr(args, "set", None) or [])
+    cfg = load_blip2_recipe(args)
     folder, state = checkpoint_folder(args.checkpoint)
     saved = state.get("config", {})
     lm_dir = Path(saved["lm_dir"]) if "lm_dir" in saved else lm_folder(cfg.model.lm, cfg.model.stage0)[0]
