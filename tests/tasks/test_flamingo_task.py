@@ -89,6 +89,7 @@ def vqa_shrink(lm: str) -> list[str]:
         "vqa.max_new_tokens=3",
         "data.caption_repeats=2",
         "data.images_per_sequence=2",  # the tiny LM's 400-token BPE makes long question chunks
+        'data.caption_prefix="Output:"',  # captions and answers told apart (open_flamingo's prompt)
     ]
     return [*shrink(lm, similar=False), *(x for s in sets for x in ("--set", s))]
 
@@ -143,8 +144,11 @@ def test_few_shot_vqa_beside_the_question_only_baseline(tmp_path):
         evaluate_vqa_files(files["questions"], files["annotations"], files["question_only"])
         == v["question_only"]
     )
-    # the captions are still evaluated, and `xmodal eval` gives the same VQA numbers
+    # the captions are still evaluated, after "Output:" in the demonstrations and the query
     assert set(metrics["flamingo"]["few_shot"]) == set(v["few_shot"])
+    cap = metrics["flamingo"]["examples"]["k=2/random"]["prompt"]
+    assert cap.endswith("<image>Output:") and cap.count("<image>Output: ") == 2
+    # and `xmodal eval` gives the same VQA numbers
     assert (
         main(
             ["eval", "configs/flamingo_emoji.yaml", "--checkpoint", str(out / "model"), *vqa_shrink(str(lm))]

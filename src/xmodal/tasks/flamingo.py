@@ -89,6 +89,9 @@ class FlamingoDataSection:
     similar_pool: int = 8
     references: str = "all"  # training captions: every reference, or "first" (the name only)
     caption_repeats: int = 1  # every training caption this many times among the chunks (its share grows)
+    # text before every caption, in training and in the prompts (open_flamingo's "Output:"): beside
+    # question chunks (vqa.enabled) it tells the model which of the two to produce
+    caption_prefix: str = ""
     max_train_images: int | None = None  # caps for smoke runs
 
 
@@ -217,13 +220,11 @@ def evaluate(
     ``files``, the test captions of every setting (``k0``, ``k2_random``, ...) as COCO files there. With
     ``vqa.enabled``, also few-shot VQA (``"vqa"``; on ``vqa``'s questions when given, else built)."""
     from xmodal.tasks.caption import decoding_record, nearest_neighbour_captions, score, write_test_captions
-    from xmodal.train.flamingo import CaptionSequences, example_prompt, few_shot_captions
+    from xmodal.train.flamingo import example_prompt, few_shot_captions
 
     train_items, train_table = _split("train", cfg, cfg.data.max_train_images)
     test_items, test_table = _split("test", cfg, cfg.eval.max_images)
-    seqs = CaptionSequences(
-        [tok(it.captions[0], add_special_tokens=False)["input_ids"] for it in train_items], tokens, max_len
-    )
+    seqs = demo_captions(tok, tokens, cfg, train_items, max_len)
     e = cfg.eval
     beam_size, alpha, tried = choose_decoding(model, tok, tokens, cfg, train_items, train_table, max_len)
     results: dict[str, Any] = {}
@@ -233,7 +234,7 @@ def evaluate(
         for method in e.methods if k > 0 else e.methods[:1]:
             name = f"k={k}" if k == 0 else f"k={k}/{method}"
             t0 = time.perf_counter()
-            preds, demos = few_shot_captions(
+            preds, demos, fit = few_shot_captions(
                 model,
                 tok,
                 seqs,
@@ -248,12 +249,13 @@ def evaluate(
                 max_new_tokens=e.max_new_tokens,
                 beam_size=beam_size,
                 alpha=alpha,
+                prefix_ids=prefix_ids(tok, cfg),
             )
-            results[name] = {**score(test_items, preds), "seconds": time.perf_counter() - t0}
+            results[name] = {**score(test_items, preds), **fit, "seconds": time.perf_counter() - t0}
             written[name.replace("=", "").replace("/", "_")] = preds
             examples[name] = {
                 "image_id": test_items[0].image_id,
-                "prompt": example_prompt(train_items, demos[0]),
+                "prompt": example_prompt(train_items, demos[0], cfg.data.caption_prefix.strip()),
                 "prediction": preds[0],
                 "references": list(test_items[0].captions),
             }
@@ -296,6 +298,21 @@ def evaluate(
     }
 
 
+def demo_captions(tok: Any, tokens: Any, cfg: FlamingoRecipe, items: list[Any], max_len: int) -> Any:
+    """The demonstrations: each item's first reference (after ``data.caption_prefix``), tokenised."""
+    from xmodal.train.flamingo import CaptionSequences, caption_chunk
+
+    p = cfg.data.caption_prefix.strip()
+    ids = [tok(caption_chunk(p, it.captions[0]), add_special_tokens=False)["input_ids"] for it in items]
+    return CaptionSequences(ids, tokens, max_len)
+
+
+def prefix_ids(tok: Any, cfg: FlamingoRecipe) -> list[int]:
+    """The ids of ``data.caption_prefix`` (none without one), after each caption query's ``<image>``."""
+    p = cfg.data.caption_prefix.strip()
+    return tok(p, add_special_tokens=False)["input_ids"] if p else []
+
+
 def val_captioner(
     cfg: FlamingoRecipe,
     tok: Any,
@@ -306,15 +323,13 @@ def val_captioner(
 ) -> tuple[list[Any], Callable[[Any, int, float], list[str]]]:
     """The ``eval.val_images`` val emoji and ``decode(model, beam_size, alpha)`` → their captions after
     ``eval.val_shots`` demonstrations (``eval.val_method``) from the training split."""
-    from xmodal.train.flamingo import CaptionSequences, few_shot_captions
+    from xmodal.train.flamingo import few_shot_captions
 
     val_items, val_table = _split("val", cfg, cfg.eval.val_images)
-    seqs = CaptionSequences(
-        [tok(it.captions[0], add_special_tokens=False)["input_ids"] for it in train_items], tokens, max_len
-    )
+    seqs = demo_captions(tok, tokens, cfg, train_items, max_len)
 
     def decode(model: Any, beam_size: int, alpha: float) -> list[str]:
-        preds, _ = few_shot_captions(
+        preds, _, _ = few_shot_captions(
             model,
             tok,
             seqs,
@@ -329,6 +344,7 @@ def val_captioner(
             max_new_tokens=cfg.eval.max_new_tokens,
             beam_size=beam_size,
             alpha=alpha,
+            prefix_ids=prefix_ids(tok, cfg),
         )
         return preds
 
@@ -438,7 +454,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from xmodal.data.vl import training_references
     from xmodal.eval.few_shot import select_demonstrations
     from xmodal.train.checkpoint import write_json_atomic
-    from xmodal.train.flamingo import CaptionSequences, SequenceSampler, flamingo_loss
+    from xmodal.train.flamingo import CaptionSequences, SequenceSampler, caption_chunk, flamingo_loss
     from xmodal.train.generic import GenericTrainer
     from xmodal.train.recipe import progress_wanted, train_out
 
@@ -450,7 +466,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     model, tok, tokens = build(cfg, lm_dir, table.shape[-1])
     pairs = [(i, c) for i, it in enumerate(train_items) for c in training_references(it, cfg.data.references)]
     pairs *= cfg.data.caption_repeats
-    chunks = [tok(c, add_special_tokens=False)["input_ids"] for _, c in pairs]
+    chunks = [
+        tok(caption_chunk(cfg.data.caption_prefix.strip(), c), add_special_tokens=False)["input_ids"]
+        for _, c in pairs
+    ]
     image_of, media = [i for i, _ in pairs], table
     vqa = vqa_splits(cfg) if cfg.vqa.enabled else None
     if vqa is not None:  # the training questions' chunks join the captions'; their images follow in `media`

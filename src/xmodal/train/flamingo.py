@@ -173,12 +173,19 @@ def few_shot_captions(
     beam_size: int = 1,
     alpha: float = 0.0,
     log: Callable[[str], None] | None = None,
-) -> tuple[list[str], list[list[int]]]:
+    prefix_ids: list[int] | None = None,
+) -> tuple[list[str], list[list[int]], dict[str, int]]:
     """Caption each test image after k demonstrations from the training split: greedy (``beam_size`` 1,
-    with the LM's key/value cache) or beam search with GNMT length penalty ``alpha``.
+    with the LM's key/value cache) or beam search with GNMT length penalty ``alpha``. ``prefix_ids``: the
+    caption prefix's ids (e.g. open_flamingo's "Output:"), after each query's ``<image>``; the
+    demonstrations in ``seqs`` carry it already (:func:`caption_chunk`).
+
+    A prompt that would not fit the LM's context with ``max_new_tokens`` more loses its first (for RICES:
+    least similar) demonstrations (:meth:`CaptionSequences.fit_demonstrations`), counted.
 
     Returns:
-        (one caption per test item, the demonstrations' training indices per test item).
+        (one caption per test item, the demonstrations' training indices per test item,
+        ``{"prompts_shortened": n, "demonstrations_dropped": m}``).
     """
     demos = select_demonstrations(
         [it.image_id for it in test_items],
@@ -189,12 +196,14 @@ def few_shot_captions(
         pool_features=train_table.mean(dim=1),
         seed=seed,
     )
+    queries = [list(prefix_ids or []) for _ in test_items]
+    demos, shortened, dropped = seqs.fit_demonstrations(demos, queries, max_new_tokens)
     out = few_shot_generate(
         model,
         tokenizer,
         seqs,
         demos=demos,
-        queries=[[] for _ in test_items],
+        queries=queries,
         pool_table=train_table,
         query_table=test_table,
         batch_size=batch_size,
@@ -203,7 +212,7 @@ def few_shot_captions(
         alpha=alpha,
         log=None if log is None else lambda n: log(f"few-shot k={k} {method}: {n}/{len(test_items)}"),  # type: ignore[misc]
     )
-    return out, demos
+    return out, demos, {"prompts_shortened": shortened, "demonstrations_dropped": dropped}
 
 
 @torch.no_grad()
@@ -295,9 +304,17 @@ def _batches_by_shots(demos: Sequence[Sequence[int]], batch_size: int) -> list[l
     ]
 
 
-def example_prompt(train_items: Sequence[CaptionItem], demos: list[int]) -> str:
+def caption_chunk(prefix: str, caption: str) -> str:
+    """The text of a caption chunk: ``caption``, or ``"{prefix} {caption}"`` (e.g. "Output: hash key", so
+    that the prompt's "Output:" tokenises as the chunk's start does)."""
+    return f"{prefix} {caption}" if prefix else caption
+
+
+def example_prompt(train_items: Sequence[CaptionItem], demos: list[int], prefix: str = "") -> str:
     """The text of one prompt (for the report): the demonstrations' captions around ``<image>`` markers."""
-    return few_shot_text([train_items[j].captions[0] for j in demos])
+    return few_shot_text(
+        [caption_chunk(prefix, train_items[j].captions[0]) for j in demos], query_text=prefix
+    )
 
 
 class SequenceSampler:
