@@ -95,3 +95,28 @@ def test_depth_activation_hidden_and_norm_are_explicit():
 def test_bad_configs_are_config_errors(cfg, match):
     with pytest.raises(ConfigError, match=match):
         build_projector(cfg, in_dim=4, out_dim=4)
+
+
+def test_merge_concatenates_each_2x2_block_of_the_grid():
+    from xmodal.fusion.projector import GridMerge
+
+    grid = torch.arange(16.0).view(1, 16, 1)  # a 4×4 grid, token value = its row-major index
+    merged = GridMerge(2)(grid)
+    assert merged.shape == (1, 4, 4)
+    assert merged[0].tolist() == [[0, 1, 4, 5], [2, 3, 6, 7], [8, 9, 12, 13], [10, 11, 14, 15]]
+    x = torch.randn(2, 16, 3)
+    ref = torch.stack(  # by hand: block (i, j), its rows then columns, channels of each token in turn
+        [
+            torch.cat([x[:, (2 * i + a) * 4 + 2 * j + b] for a in (0, 1) for b in (0, 1)], dim=-1)
+            for i in (0, 1)
+            for j in (0, 1)
+        ],
+        dim=1,
+    )
+    torch.testing.assert_close(GridMerge(2)(x), ref, rtol=0, atol=0)
+    proj = build_projector(ProjectorConfig(depth=2, input_norm=True, merge=2), in_dim=3, out_dim=8)
+    assert proj(x).shape == (2, 4, 8)
+    with pytest.raises(ValueError, match="square grid"):
+        GridMerge(2)(torch.randn(1, 9, 3))
+    with pytest.raises(ConfigError, match="merge"):
+        build_projector(ProjectorConfig(merge=0), in_dim=3, out_dim=8)

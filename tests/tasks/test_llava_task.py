@@ -58,7 +58,7 @@ def test_train_then_eval_writes_metrics(tiny_lm, tmp_path):
         "--out",
         str(out),
         "--no-progress",
-        *shrink(str(tiny_lm), "model.lora.enabled=true", "data.references=all"),
+        *shrink(str(tiny_lm), "model.lora.enabled=true", "data.references=all", "model.projector.merge=2"),
     ]
     assert main(argv) == 0
     metrics = json.loads((out / "metrics.json").read_text())

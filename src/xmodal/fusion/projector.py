@@ -7,11 +7,16 @@
   ``ProjectorConfig(kind="mlp", depth=2, activation="gelu")`` here: depth and activation are explicit
   fields, never parsed out of a name.
 
-Shapes: (B, T, D_vision) → (B, T, D_lm); any leading dims work.
+* Token merging: MiniGPT-v2 (Chen et al. 2023, https://arxiv.org/abs/2310.09478, §3) concatenates every
+  2×2 neighbouring visual tokens into one, ``ProjectorConfig(merge=2)`` here: fewer, wider tokens.
+
+Shapes: (B, T, D_vision) → (B, T, D_lm), or (B, T / merge², D_lm) when merging a square grid of tokens;
+without merging any leading dims work.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from torch import Tensor, nn
@@ -50,6 +55,30 @@ class ProjectorConfig:
     input_norm: bool = False
     dropout: float = 0.0
     input_dropout: float | None = None
+    merge: int = 1
+
+
+class GridMerge(nn.Module):
+    """Concatenate each ``m``×``m`` block of neighbouring tokens of a square row-major grid (MiniGPT-v2).
+
+    (..., T, C) with T = g², g divisible by m → (..., T / m², m² C); block (i, j) holds grid rows
+    m·i .. m·i + m - 1 and columns m·j .. m·j + m - 1, row by row, and blocks come row-major.
+    """
+
+    def __init__(self, m: int) -> None:
+        super().__init__()
+        self.m = m
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x (..., T, C) → (..., T / m², m² C)."""
+        *lead, T, C = x.shape
+        g, m = math.isqrt(T), self.m
+        if g * g != T or g % m:
+            raise ValueError(
+                f"merging {m}x{m} tokens needs a square grid with a side divisible by {m}, got {T}"
+            )
+        x = x.reshape(*lead, g // m, m, g // m, m, C).transpose(-4, -3)  # (..., g/m, g/m, m, m, C)
+        return x.reshape(*lead, (g // m) ** 2, m * m * C)
 
 
 def llava_1_5_projector() -> ProjectorConfig:
@@ -69,6 +98,7 @@ class MlpProjector(nn.Module):
         input_norm: LayerNorm(D_vision) first.
         dropout: dropout probability on the input tokens and after each activation (0: no layer added).
         input_dropout: the input tokens' rate instead (None: ``dropout``).
+        merge: concatenate each merge×merge block of a square token grid first (:class:`GridMerge`).
     """
 
     def __init__(
@@ -82,13 +112,16 @@ class MlpProjector(nn.Module):
         input_norm: bool = False,
         dropout: float = 0.0,
         input_dropout: float | None = None,
+        merge: int = 1,
     ) -> None:
         super().__init__()
         if depth < 1:
             raise ValueError(f"projector depth must be >= 1, got {depth}")
         hidden = hidden_dim or out_dim
-        dims = [in_dim] + [hidden] * (depth - 1) + [out_dim]
+        dims = [in_dim * merge * merge] + [hidden] * (depth - 1) + [out_dim]
         layers: list[nn.Module] = [nn.LayerNorm(in_dim)] if input_norm else []
+        if merge > 1:
+            layers.append(GridMerge(merge))
         for i in range(depth):
             if i > 0:
                 layers.append(act_layer())
@@ -118,6 +151,8 @@ def build_projector(cfg: ProjectorConfig, *, in_dim: int, out_dim: int) -> MlpPr
         raise ConfigError(f"projector.depth: must be >= 1, got {cfg.depth}")
     if not 0.0 <= cfg.dropout < 1.0:
         raise ConfigError(f"projector.dropout: must be in [0, 1), got {cfg.dropout}")
+    if cfg.merge < 1:
+        raise ConfigError(f"projector.merge: must be >= 1, got {cfg.merge}")
     if cfg.input_dropout is not None and not 0.0 <= cfg.input_dropout < 1.0:
         raise ConfigError(f"projector.input_dropout: must be in [0, 1) or null, got {cfg.input_dropout}")
     if cfg.activation not in ACTIVATIONS:
@@ -133,4 +168,5 @@ def build_projector(cfg: ProjectorConfig, *, in_dim: int, out_dim: int) -> MlpPr
         input_norm=cfg.input_norm,
         dropout=cfg.dropout,
         input_dropout=cfg.input_dropout,
+        merge=cfg.merge,
     )
