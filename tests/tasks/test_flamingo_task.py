@@ -156,6 +156,9 @@ def test_few_shot_vqa_beside_the_question_only_baseline(tmp_path):
         == 0
     )
     again = json.loads((out / "model" / "eval.json").read_text())["flamingo"]["vqa"]
+    # evaluating with other caption prompts than the model was trained on is refused
+    other = [*vqa_shrink(str(lm)), "--set", "data.caption_prefix=''"]
+    assert main(["eval", "configs/flamingo_emoji.yaml", "--checkpoint", str(out / "model"), *other]) == 2
     assert again["few_shot"] == v["few_shot"] and again["question_only"] == v["question_only"]
 
 

@@ -12,6 +12,9 @@ Li et al. 2023 (https://arxiv.org/abs/2301.12597); see :mod:`xmodal.models.blip2
   ``model.train_lm``, as the shipped recipe does), captions as targets, the weights with the best val
   CIDEr-D kept. Evaluation: captions of the held-out emoji (greedy, or the beam search chosen on val),
   BLEU-4 / CIDEr-D via :func:`xmodal.metrics.caption_scores`, beside the nearest-neighbour baseline.
+* Generative VQA (``vqa.enabled``, :mod:`xmodal.train.blip2_vqa`): the training questions join stage 2
+  (``Question: .. Short answer:`` after the visual prefix, the loss on the answer), and the test questions
+  are answered greedily, beside the question-only baseline.
 """
 
 from __future__ import annotations

@@ -13,6 +13,9 @@ Alayrac et al. 2022 (https://arxiv.org/abs/2204.14198); see :mod:`xmodal.models.
   RICES-neighbour images, ``data.similar_share``); the weights with the best val CIDEr-D are kept.
 * Evaluation: held-out emoji captions after k = 0, 2, 4 in-context examples (random and RICES), BLEU-4 /
   CIDEr-D via :func:`xmodal.metrics.caption_scores`, beside the nearest-neighbour-caption baseline.
+* Few-shot VQA (``vqa.enabled``, :mod:`xmodal.train.flamingo_vqa`): the training questions'
+  ``Question: .. Short answer: ..`` chunks join the training sequences, and the test questions are answered
+  after k demonstrations from the training questions, beside the question-only baseline.
 """
 
 from __future__ import annotations
@@ -551,6 +554,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
     cfg = load_flamingo_recipe(args)
     folder, state = checkpoint_folder(args.checkpoint)
     saved = state.get("config", {})
+    trained_prefix = saved.get("data", {}).get("caption_prefix", "")
+    if trained_prefix != cfg.data.caption_prefix:  # the prompts must be the ones the model was trained on
+        raise ConfigError(
+            f"{folder} was trained with data.caption_prefix={trained_prefix!r}, not "
+            f"{cfg.data.caption_prefix!r}: evaluate with --set 'data.caption_prefix=\"{trained_prefix}\"'"
+        )
     lm_dir = Path(saved["lm_dir"]) if "lm_dir" in saved else lm_folder(cfg.model.lm, cfg.model.stage0)[0]
     _, table = _split("test", cfg, 1)
     model, tok, tokens = build(cfg, lm_dir, table.shape[-1])
