@@ -18,7 +18,7 @@ from collections.abc import Hashable, Sequence
 from pathlib import Path
 from typing import Any
 
-from xmodal.eval.few_shot import Method, select_demonstrations
+from xmodal.eval.few_shot import Method, few_shot_text, select_demonstrations
 from xmodal.models.flamingo import Flamingo
 from xmodal.train.flamingo import CaptionSequences, FlamingoTokens, few_shot_generate
 from xmodal.train.questions import VQASplits, demonstration_text, question_text
@@ -119,13 +119,10 @@ def evaluate_vqa(
             )
             answers[name], fits[name] = preds, fit
             q0 = data.test[0]
-            shown = "".join(
-                f"<image>{demonstration_text(data.train[j].question, data.train[j].answer)}<|endofchunk|>"
-                for j in demos[0]
-            )
+            shown = [demonstration_text(data.train[j].question, data.train[j].answer) for j in demos[0]]
             examples[name] = {
                 "question_id": q0.question_id,
-                "prompt": f"{shown}<image>{question_text(q0.question)}",
+                "prompt": few_shot_text(shown, query_text=question_text(q0.question)),
                 "prediction": preds[q0.question_id],
                 "answers": list(q0.answers),
             }
